@@ -1,0 +1,84 @@
+"""Diffusion priors: a frozen diffusers denoiser, its scheduler and the decoding of samples to images."""
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, AutoModel
+from torch import nn
+
+from .loading import import_object, load_pretrained
+
+
+class DiffusionPrior(nn.Module):
+    """A pixel-space diffusers model (e.g. a ``DDPMPipeline`` folder): samples are images in [-1, 1].
+
+    Args:
+        pretrained: hub id or local folder with ``unet/`` and ``scheduler/`` subfolders.
+        scheduler: diffusers scheduler class that steps the reverse process, configured from the
+            model's own ``scheduler/`` config (e.g. ``diffusers.DDIMScheduler``, ``diffusers.DDPMScheduler``).
+        scheduler_config: overrides of that config (e.g. ``{timestep_spacing: trailing}``).
+        gradient_checkpointing: recompute UNet activations in the backward pass to save memory.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        scheduler: str = "diffusers.DDIMScheduler",
+        scheduler_config: dict | None = None,
+        unet_subfolder: str = "unet",
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.pretrained = pretrained
+        self.unet = load_pretrained(AutoModel, pretrained, "model.backbone.pretrained", subfolder=unet_subfolder,
+                                    torch_dtype=torch.float32)
+        scheduler_cls = import_object(scheduler, "diffusers")
+        self.scheduler = load_pretrained(scheduler_cls, pretrained, "model.backbone.pretrained",
+                                         subfolder="scheduler", **(scheduler_config or {}))
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        self.requires_grad_(False).eval()
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """(channels, height, width) of one sample, from the UNet config."""
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.unet.config.in_channels, *size)
+
+    def denoise(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction (noise, v or sample, as ``scheduler.config.prediction_type`` says), float32."""
+        return self.unet(sample, t, **self.unet_kwargs(sample.shape[0])).sample.float()
+
+    def unet_kwargs(self, batch_size: int) -> dict:
+        """Extra UNet inputs (conditioning); none for unconditional models."""
+        return {}
+
+    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+        """A (clean) sample -> image in [-1, 1], differentiable."""
+        return sample
+
+
+class LatentDiffusionPrior(DiffusionPrior):
+    """A latent diffusers model: UNet on ``AutoencoderKL`` latents, decoded by the VAE inside the loop.
+
+    The latent scale (and shift) come from the VAE config. With ``force_upcast`` in that config
+    the decoder runs in float32 even under bf16 autocast.
+    """
+
+    def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
+                 scheduler_config: dict | None = None, unet_subfolder: str = "unet", vae_subfolder: str = "vae",
+                 gradient_checkpointing: bool = False):
+        super().__init__(pretrained, scheduler, scheduler_config, unet_subfolder, gradient_checkpointing)
+        self.vae = load_pretrained(AutoencoderKL, pretrained, "model.backbone.pretrained", subfolder=vae_subfolder,
+                                   torch_dtype=torch.float32)
+        if gradient_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        self.requires_grad_(False).eval()
+
+    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+        cfg = self.vae.config
+        latents = sample / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        if getattr(cfg, "force_upcast", False):
+            with torch.autocast(sample.device.type, enabled=False):
+                return self.vae.decode(latents.float()).sample.float()
+        return self.vae.decode(latents).sample.float()

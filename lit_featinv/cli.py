@@ -1,0 +1,41 @@
+"""``lit-featinv predict --config FILE.yaml``: LightningCLI with the Trainer defaults this job needs."""
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from .data import TargetData
+from .module import FeatureInversion
+from .writer import InversionWriter
+
+TRAINER_DEFAULTS = {
+    "inference_mode": False,  # the guidance needs gradients
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+}
+
+
+class FeatInvCLI(LightningCLI):
+    """Only ``predict``: nothing is trained. The writer is always on (``writer.*`` keys)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"predict": {"model", "dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(InversionWriter, "writer")
+
+    def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        parser.set_defaults({"return_predictions": False})  # images go to disk, not into memory
+        return parser
+
+
+def main(args=None) -> None:
+    FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
+               auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
+               save_config_kwargs={"overwrite": True}, args=args)
+
+
+if __name__ == "__main__":
+    main()

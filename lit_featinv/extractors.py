@@ -1,0 +1,169 @@
+"""Feature extractors: a frozen vision network (and layer) as a differentiable map image -> feature vector.
+
+Every extractor takes images in [0, 1] (any channel count, any size), applies its network's own
+preprocessing differentiably (:class:`~lit_featinv.preprocess.Preprocess`) and returns float32
+features of shape [B, D]. Subclass :class:`FeatureExtractor` to add a model family.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .loading import check_source
+from .preprocess import Preprocess
+
+
+class _Captured(Exception):
+    """Raised by a forward hook to stop the network once the wanted layer has run."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+
+def first_tensor(output):
+    """A module output (tensor, tuple, list or dict) -> its first tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    values = output.values() if isinstance(output, dict) else output
+    return first_tensor(next(iter(values)))
+
+
+def capture(network: nn.Module, layer: str, run):
+    """Run ``run()`` and return the output of ``network``'s submodule ``layer``; later layers are skipped."""
+    modules = dict(network.named_modules())
+    if layer not in modules:
+        near = [n for n in modules if n and (layer in n or n in layer)][:10] or list(modules)[1:11]
+        raise KeyError(f"model.extractor.layer: no submodule {layer!r}; e.g. {near}")
+
+    def hook(module, args, output):
+        raise _Captured(first_tensor(output))
+
+    handle = modules[layer].register_forward_hook(hook)
+    try:
+        run()
+    except _Captured as done:
+        return done.output
+    finally:
+        handle.remove()
+    raise RuntimeError(f"model.extractor.layer: submodule {layer!r} did not run in the forward pass")
+
+
+def load_state_dict(path: str, key: str = "model.extractor.weights") -> dict:
+    """A state dict from a safetensors file or a ``torch.save`` file (loaded with ``weights_only=True``)."""
+    path = check_source(path, key)
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+class FeatureExtractor(nn.Module):
+    """A frozen network + its preprocessing; ``forward(images in [0, 1]) -> features [B, D]``.
+
+    Args:
+        network: the vision network.
+        preprocess: its input transform.
+        layer: name of a submodule whose output is the feature (None: the network's output).
+        pool: how to reduce a spatial map [B, C, H, W]: ``avg``, ``max`` or None (flatten).
+        select: indices of the (flattened, pooled) feature to keep: a channel or neuron subset.
+    """
+
+    def __init__(self, network: nn.Module, preprocess: Preprocess, layer: str | None = None,
+                 pool: str | None = "avg", select: list[int] | None = None):
+        super().__init__()
+        if pool not in ("avg", "max", None):
+            raise ValueError(f"model.extractor.pool: {pool!r} is not one of 'avg', 'max', null")
+        self.network = network.requires_grad_(False).eval()
+        self.preprocess = preprocess
+        self.layer, self.pool = layer, pool
+        self.select = list(select) if select is not None else None
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: batch norm and dropout stay in eval mode
+
+    def run_network(self, x: torch.Tensor):
+        """The network's forward on preprocessed input (override for a model's own feature head)."""
+        return self.network(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer is None:
+            return first_tensor(self.run_network(x))
+        return capture(self.network, self.layer, lambda: self.run_network(x))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        f = self.features(self.preprocess(images))
+        if f.ndim == 4 and self.pool == "avg":
+            f = f.mean((2, 3))
+        elif f.ndim == 4 and self.pool == "max":
+            f = f.amax((2, 3))
+        f = f.flatten(1).float()
+        return f[:, self.select] if self.select is not None else f
+
+
+class TimmExtractor(FeatureExtractor):
+    """A timm model (hub name or ``local-dir:FOLDER``), preprocessing from its pretrained config.
+
+    Args:
+        model_name: timm name, e.g. ``resnet50.a1_in1k`` or ``local-dir:assets/zoo/fmnist-resnet10t``.
+        pretrained: load its weights.
+        layer: None for the pooled pre-classifier feature; an int for block ``layer`` through timm's
+            ``forward_intermediates`` (blocks after it are pruned); a string for a named submodule.
+        model_kwargs: extra ``timm.create_model`` arguments.
+    """
+
+    def __init__(self, model_name: str, pretrained: bool = True, layer: int | str | None = None,
+                 pool: str | None = "avg", select: list[int] | None = None, quantize: bool = False,
+                 model_kwargs: dict | None = None):
+        import timm
+        from timm.data import resolve_data_config
+
+        if model_name.startswith("local-dir:"):
+            check_source(model_name[len("local-dir:"):], "model.extractor.model_name")
+        try:
+            network = timm.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
+        except RuntimeError as err:
+            raise RuntimeError(f"model.extractor.model_name: cannot create timm model {model_name!r}: {err}") from err
+        cfg = resolve_data_config(model=network)
+        preprocess = Preprocess(size=cfg["input_size"][1:], interpolation=cfg["interpolation"],
+                                crop_pct=cfg.get("crop_pct", 1.0), mean=cfg["mean"], std=cfg["std"],
+                                in_chans=cfg["input_size"][0], quantize=quantize)
+        block = layer if isinstance(layer, int) else None
+        if block is not None:
+            network.prune_intermediate_layers([block], prune_head=True)
+        super().__init__(network, preprocess, layer if isinstance(layer, str) else None, pool, select)
+        self.block = block
+
+    def run_network(self, x: torch.Tensor):
+        if self.block is not None:
+            return self.network.forward_intermediates(x, indices=[self.block], intermediates_only=True)[0]
+        return self.network.forward_head(self.network.forward_features(x), pre_logits=True)
+
+
+class ModuleExtractor(FeatureExtractor):
+    """Any torch module (built from ``class_path`` + ``init_args``), weights from a state-dict file.
+
+    Args:
+        module: the network, e.g. ``{class_path: torchvision.models.ResNet, init_args: {...}}``.
+        weights: a ``.safetensors`` or ``torch.save`` state dict (None: the module's own init).
+        input_size: [channels, height, width] the network takes.
+        mean, std: normalisation of its [0, 1] input.
+        interpolation, crop_pct: its resize (see :class:`Preprocess`).
+    """
+
+    def __init__(self, module: nn.Module, weights: str | None = None, layer: str | None = None,
+                 input_size: tuple[int, int, int] = (3, 224, 224), mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 std: tuple[float, ...] = (0.229, 0.224, 0.225), interpolation: str = "bilinear",
+                 crop_pct: float = 1.0, pool: str | None = "avg", select: list[int] | None = None,
+                 quantize: bool = False, strict: bool = True):
+        if weights is not None:
+            try:
+                module.load_state_dict(load_state_dict(weights), strict=strict)
+            except RuntimeError as err:
+                raise RuntimeError(f"model.extractor.weights: {os.fspath(weights)!r} does not fit the module: {err}") from err
+        preprocess = Preprocess(size=tuple(input_size[1:]), interpolation=interpolation, crop_pct=crop_pct,
+                                mean=mean, std=std, in_chans=input_size[0], quantize=quantize)
+        super().__init__(module, preprocess, layer, pool, select)

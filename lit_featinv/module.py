@@ -1,0 +1,186 @@
+"""The feature decoder: a LightningModule whose ``predict_step`` is the guided reverse diffusion loop."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from lightning.pytorch import LightningModule
+from tqdm.auto import tqdm
+
+from .backbones import DiffusionPrior
+from .extractors import FeatureExtractor
+from .images import to_uint8
+from .losses import FeatureLoss, SquaredL2, match_metrics
+from .sampling import alpha_bar, fork, generators, join_prediction, renoise, sample_seed, split_prediction, step_kwargs
+
+
+class FeatureInversion(LightningModule):
+    """Generate images whose features match target features by guiding a frozen diffusion prior.
+
+    Nothing is trained: every network is frozen. Guidance changes the model's prediction
+    (eps_tilde = eps + w * rescaled, clipped d loss / d z_t); the step is the scheduler's own.
+
+    Args:
+        backbone: the diffusion prior (UNet, scheduler, decoder).
+        extractor: the network and layer whose feature is matched.
+        loss: distance to minimise (default: squared Euclidean, as in the paper).
+        num_inference_steps: scheduler steps.
+        guidance_scale: w; scale it with the step size (about 4 for 1000 DDPM steps, 0.3 for 50 DDIM steps).
+        rescale_grad: rescale the gradient per sample to the norm of the predicted noise.
+        clip_theta: clip the gradient element-wise to mean +- theta * std (<= 0: no clipping).
+        recurrence: self-recurrence K: guided iterations per step (re-noising between them).
+        early_steps, early_recurrence: the first ``early_steps`` steps use ``early_recurrence`` iterations.
+        samples_per_target: generations per target, each with its own seed.
+        seed: run seed; a generation's noise depends only on (seed, sample id, generation index).
+        eta: DDIM's eta (ignored by schedulers that take none).
+        progress: show a progress bar over the steps of each batch.
+    """
+
+    def __init__(self, backbone: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
+                 num_inference_steps: int = 50, guidance_scale: float = 0.3, rescale_grad: bool = True,
+                 clip_theta: float = 3.0, recurrence: int = 4, early_steps: int = 0, early_recurrence: int = 1,
+                 samples_per_target: int = 1, seed: int = 0, eta: float = 0.0, progress: bool = True):
+        super().__init__()
+        if recurrence < 1 or early_recurrence < 1 or samples_per_target < 1 or num_inference_steps < 1:
+            raise ValueError("model.recurrence, model.early_recurrence, model.samples_per_target and "
+                             "model.num_inference_steps must be >= 1")
+        self.backbone, self.extractor, self.loss = backbone, extractor, loss or SquaredL2()
+        self.num_inference_steps, self.guidance_scale = num_inference_steps, guidance_scale
+        self.rescale_grad, self.clip_theta = rescale_grad, clip_theta
+        self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
+        self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
+        self.requires_grad_(False)
+        self.feature_dim: int | None = None
+
+    # ---- overridable pieces -------------------------------------------------------------------
+    def guidance_weight(self, step_index: int, t: torch.Tensor) -> float:
+        """w at this step (constant; override for a schedule)."""
+        return self.guidance_scale
+
+    def iterations_at(self, step_index: int) -> int:
+        """Self-recurrence K at this step (early-step emphasis for the first ``early_steps``)."""
+        return self.early_recurrence if step_index < self.early_steps else self.recurrence
+
+    def to_image(self, sample: torch.Tensor) -> torch.Tensor:
+        """A clean sample -> image in [0, 1] (not clamped: a clamp would zero the gradient)."""
+        return (self.backbone.decode(sample) + 1) / 2
+
+    def shape_gradient(self, grad: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Rescale the gradient to the noise's norm and clip it element-wise, per sample."""
+        dims = tuple(range(1, grad.ndim))
+        bad = ~torch.isfinite(grad).flatten(1).all(1)
+        if bad.any():
+            warnings.warn(f"non-finite guidance gradient for {int(bad.sum())} sample(s); not guiding them this step")
+            grad = torch.where(bad.view(-1, *[1] * len(dims)), torch.zeros_like(grad), grad)
+        if self.rescale_grad:
+            norm = lambda x: torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+            grad = grad * norm(eps) / norm(grad).clamp_min(1e-12)
+        if self.clip_theta > 0:
+            mean, std = grad.mean(dims, keepdim=True), grad.std(dims, keepdim=True)
+            grad = torch.minimum(torch.maximum(grad, mean - self.clip_theta * std), mean + self.clip_theta * std)
+        return grad
+
+    # ---- the guided loop ----------------------------------------------------------------------
+    def guided_output(self, scheduler, sample, t, target, w: float):
+        """One UNet call: (guided model output, clean image estimate in [0, 1], its loss)."""
+        abar = alpha_bar(scheduler, t).to(sample)
+        kind = scheduler.config.prediction_type
+        with torch.enable_grad():
+            z = scheduler.scale_model_input(sample, t).detach().requires_grad_(w != 0)
+            out = self.backbone.denoise(z, t)
+            eps, x0 = split_prediction(out, z, abar, kind)
+            image = self.to_image(x0)
+            loss = self.loss(self.extractor(image), target)
+            if w == 0:
+                return out.detach(), image.detach(), loss.detach()
+            grad = torch.autograd.grad(loss.sum(), z)[0]
+        eps = eps.detach() + w * self.shape_gradient(grad, eps.detach())
+        return join_prediction(eps, z.detach(), abar, kind), image.detach(), loss.detach()
+
+    def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
+        """Guided reverse diffusion for targets [B, D] -> final and best images in [0, 1], and their bookkeeping."""
+        gens = generators(seeds)
+        scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
+        scheduler.set_timesteps(self.num_inference_steps, device=self.device)
+        shape = (len(seeds), *self.backbone.sample_shape)
+        sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
+        best_loss = torch.full((len(seeds),), float("inf"), device=self.device)
+        best_image, best_step, nfe = None, torch.zeros(len(seeds), dtype=torch.long), 0
+        timesteps = scheduler.timesteps
+        bar = tqdm(timesteps, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
+        for i, t in enumerate(bar):
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            w, iterations = self.guidance_weight(i, t), self.iterations_at(i)
+            for k in range(iterations):
+                output, image, loss = self.guided_output(scheduler, sample, t, target, w)
+                better = loss < best_loss
+                best_loss = torch.where(better, loss, best_loss)
+                best_image = image if best_image is None else torch.where(better.view(-1, 1, 1, 1), image, best_image)
+                best_step[better.cpu()] = i
+                last = k == iterations - 1
+                stepper = scheduler if last else fork(scheduler)
+                sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
+                if not last:
+                    sample = renoise(sample, alpha_bar(scheduler, t).to(sample),
+                                     alpha_bar(scheduler, t_prev).to(sample), gens)
+                nfe += 1
+        with torch.no_grad():
+            image = self.to_image(sample)
+            loss = self.loss(self.extractor(image), target)
+        better = loss <= best_loss
+        best_image = torch.where(better.view(-1, 1, 1, 1), image, best_image)
+        best_step[better.cpu()] = len(timesteps)
+        return {"image": image, "best_image": best_image, "best_step": best_step, "nfe": nfe}
+
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
+        """Generate ``samples_per_target`` images per target of the batch; one record per generated image."""
+        start = time.perf_counter()
+        target = self.targets(batch)
+        rows = [(n, j) for n in range(len(batch["id"])) for j in range(self.samples_per_target)]
+        seeds = [sample_seed(self.seed, batch["id"][n], j) for n, j in rows]
+        out = self.generate(target[[n for n, _ in rows]], seeds)
+        final, best = to_uint8(out["image"]), to_uint8(out["best_image"])
+        with torch.no_grad():  # scored on the images as saved (8-bit)
+            expanded = target[[n for n, _ in rows]]
+            scores = match_metrics(self.extractor(final.float() / 255), expanded)
+            best_scores = match_metrics(self.extractor(best.float() / 255), expanded)
+        seconds = (time.perf_counter() - start) / len(rows)
+        records = []
+        for r, (n, j) in enumerate(rows):
+            metrics = {k: float(v[r]) for k, v in scores.items()}
+            metrics |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
+            metrics |= {"best_step": int(out["best_step"][r]), "nfe": out["nfe"], "seconds": round(seconds, 3)}
+            target_image = batch["image"][n]
+            records.append({"id": batch["id"][n], "sample": j, "seed": seeds[r], "source": batch["source"][n],
+                            "image": final[r].cpu(), "best_image": best[r].cpu(),
+                            "target_image": None if target_image is None else to_uint8(target_image[None])[0],
+                            "metrics": metrics})
+        return records
+
+    # ---- targets ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def targets(self, batch: dict) -> torch.Tensor:
+        """Target features [N, D]: from a feature file as given, or the extractor's feature of the target image."""
+        rows = []
+        for image, feature, source in zip(batch["image"], batch["feature"], batch["source"]):
+            if feature is None:
+                f = self.extractor(image[None].to(self.device))[0]
+            else:
+                f = feature.to(self.device).float()
+                if self.feature_dim is not None and f.numel() != self.feature_dim:
+                    raise ValueError(f"{source}: target feature has {f.numel()} values, but the extractor "
+                                     f"(model.extractor) gives {self.feature_dim}")
+            if not torch.isfinite(f).all():
+                raise ValueError(f"{source}: target feature contains NaN or Inf")
+            rows.append(f)
+        return torch.stack(rows)
+
+    def on_predict_start(self) -> None:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("lit_featinv needs gradients in predict: set trainer.inference_mode: false "
+                               "(Trainer(inference_mode=False)); `lit-featinv predict` sets it by default")
+        with torch.no_grad():  # the feature size, to check feature-file targets before any work
+            image = self.to_image(torch.zeros(1, *self.backbone.sample_shape, device=self.device))
+            self.feature_dim = self.extractor(image).shape[1]

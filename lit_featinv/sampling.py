@@ -1,0 +1,82 @@
+"""Scheduler-agnostic diffusion maths: prediction-type conversions, re-noising, per-sample seeds.
+
+Everything here reads the scheduler's own config (``prediction_type``, ``alphas_cumprod``) so that
+any diffusers scheduler can be stepped unchanged with a guided model output.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+
+def sample_seed(seed: int, sample_id: str, index: int) -> int:
+    """A 63-bit seed that depends only on (run seed, sample id, generation index)."""
+    digest = hashlib.sha256(f"{seed}/{sample_id}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per sample: the noise of a sample is the same on any device and batch."""
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+
+def alpha_bar(scheduler, t: torch.Tensor | int) -> torch.Tensor:
+    """The cumulative signal level abar_t at integer timestep t (t < 0: after the last step)."""
+    t = int(t)
+    if t >= 0:
+        return scheduler.alphas_cumprod[t]
+    final = getattr(scheduler, "final_alpha_cumprod", None)  # DDIM's level after the last step
+    return torch.as_tensor(1.0 if final is None else final)
+
+
+def split_prediction(output: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor, prediction_type: str):
+    """Model output -> (noise estimate eps, clean estimate x0) for the scheduler's prediction type."""
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    if prediction_type == "epsilon":
+        eps = output
+        x0 = (sample - s * eps) / a
+    elif prediction_type == "v_prediction":
+        x0 = a * sample - s * output
+        eps = a * output + s * sample
+    elif prediction_type == "sample":
+        x0 = output
+        eps = (sample - a * x0) / s
+    else:
+        raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
+    return eps, x0
+
+
+def join_prediction(eps: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """A (guided) noise estimate eps -> the model output of the scheduler's prediction type."""
+    if prediction_type == "epsilon":
+        return eps
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    x0 = (sample - s * eps) / a
+    if prediction_type == "v_prediction":
+        return a * eps - s * x0
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
+
+
+def renoise(sample_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, gens) -> torch.Tensor:
+    """Forward-diffuse a sample from the previous (less noisy) timestep back to t (self-recurrence)."""
+    ratio = abar_t / abar_prev
+    noise = randn_tensor(sample_prev.shape, generator=gens, device=sample_prev.device, dtype=sample_prev.dtype)
+    return ratio.sqrt() * sample_prev + (1 - ratio).sqrt() * noise
+
+
+def step_kwargs(scheduler, gens, **extra) -> dict:
+    """Keyword arguments that this scheduler's ``step`` accepts (generator, eta, ...)."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs = {"generator": gens, **extra}
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def fork(scheduler):
+    """A copy of a stateful scheduler, to take a step at the same timestep again (self-recurrence)."""
+    return copy.deepcopy(scheduler)
