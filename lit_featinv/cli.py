@@ -14,6 +14,8 @@ TRAINER_DEFAULTS = {
     "enable_model_summary": False,
 }
 
+CONFIG_KEYS = ("model.", "data.", "writer.", "trainer.")
+
 
 class FeatInvCLI(LightningCLI):
     """Only ``predict``: nothing is trained. The writer is always on (``writer.*`` keys)."""
@@ -31,10 +33,29 @@ class FeatInvCLI(LightningCLI):
         return parser
 
 
+def config_error(err: BaseException) -> BaseException | None:
+    """The innermost cause of ``err`` if it names a config key (jsonargparse wraps instantiation errors)."""
+    while err.__cause__ or err.__context__:
+        err = err.__cause__ or err.__context__
+    return err if str(err).strip("'\"").startswith(CONFIG_KEYS) else None
+
+
 def main(args=None) -> None:
-    FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
-               auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
-               save_config_kwargs={"overwrite": True}, args=args)
+    """Console entry point: config errors end in one line naming the key; other errors keep their traceback."""
+    try:
+        run(args)
+    except Exception as err:
+        root = config_error(err)
+        if root is None:
+            raise
+        raise SystemExit(f"lit-featinv: error: {str(root).strip(chr(39) + chr(34))}") from err
+
+
+def run(args=None) -> FeatInvCLI:
+    """Build the CLI and run the subcommand (``predict``)."""
+    return FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
+                      auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
+                      save_config_kwargs={"overwrite": True}, args=args)
 
 
 if __name__ == "__main__":

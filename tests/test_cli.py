@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from lit_featinv import TimmExtractor
+from lit_featinv.cli import main
+from lit_featinv.images import load_image
+
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def tiny_config(pixel_prior, timm_dir, images, **model):
+    return {
+        "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
+            "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
+            "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
+            "num_inference_steps": 3, "recurrence": 2, "samples_per_target": 2, "progress": False, **model}},
+        "data": {"class_path": "lit_featinv.TargetData", "init_args": {"images": str(images), "batch_size": 2}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
+    }
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_parses_through_the_cli(config, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "--config", str(config), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["inference_mode"] is False
+    assert printed["return_predictions"] is False
+    assert printed["model"]["class_path"].startswith("lit_featinv.")
+
+
+def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_path, pixel_prior, timm_dir, image_dir):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
+    root = tmp_path / "out"
+    main(["predict", "--config", str(cfg), "--trainer.default_root_dir", str(root)])
+    out = root / "featinv"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["sample"]) for r in rows] == [(f"img{i}", j) for i in range(3) for j in range(2)]
+    assert (root / "config.yaml").exists()
+    ext = TimmExtractor(f"local-dir:{timm_dir}")
+    for r in rows:
+        assert {"id", "image", "best_image", "target_image", "cosine", "sq_l2", "rel_l2", "best_cosine", "best_sq_l2",
+                "best_rel_l2", "nfe", "seconds"} <= set(r)
+        assert r["nfe"] == 6 and r["image"] == f"images/{r['id']}_{r['sample']}.png"
+        with torch.no_grad():
+            f = ext(load_image(out / r["image"])[None])[0]
+            target = ext(load_image(r["target_image"])[None])[0]
+        assert abs(torch.nn.functional.cosine_similarity(f, target, dim=0).item() - r["cosine"]) < 1e-5
+        assert abs((f - target).pow(2).sum().item() - r["sq_l2"]) < 1e-4 * max(1.0, r["sq_l2"])
+        assert (out / r["best_image"]).exists()
+    grid = load_image(out / "grids" / "img0.png")
+    assert grid.shape[-1] == 3 * 16 + 2 * 2  # target | 2 generations
+    assert not list(out.rglob(".tmp-*"))
+
+    # a second run keeps the first run's metrics
+    main(["predict", "--config", str(cfg), "--trainer.default_root_dir", str(root)])
+    assert len(list(out.glob("metrics.*.jsonl"))) == 1
+
+
+def test_command_line_overrides_and_module_entry_point(tmp_path, pixel_prior, timm_dir, image_dir):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
+    result = subprocess.run([sys.executable, "-m", "lit_featinv", "predict", "--config", str(cfg),
+                             "--model.init_args.samples_per_target", "1", "--data.init_args.limit", "1",
+                             "--writer.output_dir", str(tmp_path / "w")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "metrics in" in result.stdout
+    assert len((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir, capsys):
+    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config["model"]["init_args"]["backbone"]["init_args"]["pretrained"] = str(tmp_path / "nope")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="model.backbone.pretrained: no such file or folder .*nope"):
+        main(["predict", "--config", str(cfg)])

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from lightning.pytorch import Trainer
+
+from conftest import batch_of, build_module, save_pixel_prior, write_images
+from lit_featinv import CosineDistance, FeatureInversion, LatentDiffusionPrior, TargetData, TimmExtractor
+from lit_featinv.sampling import sample_seed
+
+
+def test_no_trainable_parameters(pixel_prior, timm_dir):
+    module = build_module(pixel_prior, timm_dir)
+    assert sum(p.numel() for p in module.parameters()) > 0
+    assert not any(p.requires_grad for p in module.parameters())
+
+
+@pytest.mark.parametrize("pipeline_cls,scheduler_cls", [(DDIMPipeline, DDIMScheduler), (DDPMPipeline, DDPMScheduler)])
+def test_unguided_loop_reproduces_diffusers_pipeline(pixel_prior, timm_dir, pipeline_cls, scheduler_cls):
+    module = build_module(pixel_prior, timm_dir, guidance_scale=0.0, recurrence=1, num_inference_steps=10,
+                          scheduler=f"diffusers.{scheduler_cls.__name__}")
+    seed = sample_seed(0, "x", 0)
+    with torch.no_grad():
+        ours = module.generate(torch.zeros(1, module.extractor(torch.zeros(1, 1, 16, 16)).shape[1]), [seed])["image"]
+    pipe = pipeline_cls(unet=UNet2DModel.from_pretrained(pixel_prior, subfolder="unet"),
+                        scheduler=scheduler_cls.from_pretrained(pixel_prior, subfolder="scheduler"))
+    kwargs = {"eta": 0.0} if pipeline_cls is DDIMPipeline else {}
+    theirs = pipe(batch_size=1, generator=torch.Generator().manual_seed(seed), num_inference_steps=10,
+                  output_type="np", **kwargs).images
+    ours = ours.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_same_images_for_batch_sizes_1_and_3(pixel_prior, timm_dir, image_dir):
+    module = build_module(pixel_prior, timm_dir, scheduler="diffusers.DDPMScheduler", recurrence=2,
+                          samples_per_target=2)
+    module.on_predict_start()
+    batch3 = batch_of(image_dir)
+    together = module.predict_step(batch3)
+    alone = [rec for n in range(3) for rec in module.predict_step({k: v[n:n + 1] for k, v in batch3.items()})]
+    assert [(r["id"], r["sample"], r["seed"]) for r in together] == [(r["id"], r["sample"], r["seed"]) for r in alone]
+    for a, b in zip(together, alone):
+        assert (a["image"].int() - b["image"].int()).abs().max() <= 1
+    assert not torch.equal(together[0]["image"], together[1]["image"])  # two samples of a target differ
+
+
+def test_guidance_lowers_the_loss(pixel_prior, timm_dir, image_dir):
+    batch = batch_of(image_dir, limit=2)
+    losses = {}
+    for w in (0.0, 1.0):
+        module = build_module(pixel_prior, timm_dir, guidance_scale=w, num_inference_steps=8, recurrence=2)
+        module.on_predict_start()
+        records = module.predict_step(batch)
+        losses[w] = np.mean([r["metrics"]["sq_l2"] for r in records])
+    assert losses[1.0] < losses[0.0]
+
+
+def test_best_image_is_at_least_as_close_as_an_estimate(pixel_prior, timm_dir, image_dir):
+    module = build_module(pixel_prior, timm_dir)
+    module.on_predict_start()
+    for rec in module.predict_step(batch_of(image_dir, limit=1)):
+        m = rec["metrics"]
+        assert m["nfe"] == 4 * 2 and 0 <= m["best_step"] <= 4
+        if m["best_step"] == 4:  # the final image itself
+            assert torch.equal(rec["best_image"], rec["image"])
+
+
+@pytest.mark.parametrize("kind", ["v_prediction", "sample"])
+def test_other_prediction_types_run(tmp_path, timm_dir, image_dir, kind):
+    prior = save_pixel_prior(tmp_path / kind, prediction_type=kind)
+    module = build_module(prior, timm_dir, loss=CosineDistance())
+    module.on_predict_start()
+    rec = module.predict_step(batch_of(image_dir, limit=1))[0]
+    assert np.isfinite(rec["metrics"]["cosine"])
+
+
+def test_latent_prior_decodes_inside_the_loop(latent_prior, timm_dir, image_dir):
+    module = FeatureInversion(LatentDiffusionPrior(str(latent_prior)), TimmExtractor(f"local-dir:{timm_dir}"),
+                              num_inference_steps=3, recurrence=1, progress=False)
+    assert module.backbone.sample_shape == (4, 8, 8)
+    module.on_predict_start()
+    rec = module.predict_step(batch_of(image_dir, limit=1))[0]
+    assert rec["image"].shape == (1, 16, 16) and rec["image"].dtype == torch.uint8
+
+
+def test_inference_mode_guard(pixel_prior, timm_dir, image_dir):
+    trainer = Trainer(accelerator="cpu", inference_mode=True, logger=False, enable_progress_bar=False)
+    with pytest.raises(RuntimeError, match="inference_mode: false"):
+        trainer.predict(build_module(pixel_prior, timm_dir), datamodule=TargetData(images=str(image_dir)),
+                        return_predictions=False)
+
+
+def test_feature_file_of_the_wrong_size_names_the_file(pixel_prior, timm_dir, tmp_path):
+    torch.save(torch.ones(2, 7), tmp_path / "wrong.pt")
+    trainer = Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"wrong.pt\[0\]: target feature has 7 values"):
+        trainer.predict(build_module(pixel_prior, timm_dir), datamodule=TargetData(features=str(tmp_path)),
+                        return_predictions=False)
+
+
+def test_missing_model_folder_names_the_key(tmp_path, timm_dir):
+    from lit_featinv import DiffusionPrior
+    with pytest.raises(FileNotFoundError, match="model.backbone.pretrained"):
+        DiffusionPrior(str(tmp_path / "no_model"))
