@@ -82,3 +82,42 @@ class LatentDiffusionPrior(DiffusionPrior):
             with torch.autocast(sample.device.type, enabled=False):
                 return self.vae.decode(latents.float()).sample.float()
         return self.vae.decode(latents).sample.float()
+
+
+@torch.no_grad()
+def encode_prompt(pretrained: str, prompt: str = "", key: str = "model.backbone.pretrained") -> torch.Tensor:
+    """The text conditioning [1, tokens, dim] of ``prompt`` from the model's ``text_encoder/`` and ``tokenizer/``,
+    as ``StableDiffusionPipeline.encode_prompt`` computes it (padded to the tokenizer's length)."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    text_encoder = load_pretrained(CLIPTextModel, pretrained, key, subfolder="text_encoder", torch_dtype=torch.float32)
+    tokenizer = load_pretrained(CLIPTokenizer, pretrained, key, subfolder="tokenizer")
+    length = tokenizer.model_max_length
+    if length > text_encoder.config.max_position_embeddings:  # transformers builds an empty tokenizer without files
+        raise RuntimeError(f"{key}: {pretrained!r} has no usable tokenizer/ (model_max_length {length} > the text "
+                           f"encoder's {text_encoder.config.max_position_embeddings} positions)")
+    tokens = tokenizer(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    mask = tokens.attention_mask if getattr(text_encoder.config, "use_attention_mask", False) else None
+    return text_encoder.eval()(tokens.input_ids, attention_mask=mask)[0].float()
+
+
+class StableDiffusionPrior(LatentDiffusionPrior):
+    """Stable Diffusion 1.x / 2.x (e.g. ``CompVis/stable-diffusion-v1-4``, ``stabilityai/stable-diffusion-2-1``),
+    conditioned on one fixed prompt (default empty); no classifier-free guidance: one UNet call per iteration.
+
+    The prompt is encoded once at start-up; the text encoder and tokenizer are then dropped. The image size
+    follows from the UNet's ``sample_size`` and the VAE (512 px for SD 1.x, 768 px for SD 2.x).
+
+    Args:
+        pretrained: hub id or local folder with ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
+        prompt: the text conditioning of every step.
+    """
+
+    def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
+                 scheduler_config: dict | None = None, prompt: str = "", gradient_checkpointing: bool = False):
+        super().__init__(pretrained, scheduler, scheduler_config, gradient_checkpointing=gradient_checkpointing)
+        self.prompt = prompt
+        self.register_buffer("prompt_embeds", encode_prompt(pretrained, prompt), persistent=False)
+
+    def unet_kwargs(self, batch_size: int) -> dict:
+        return {"encoder_hidden_states": self.prompt_embeds.expand(batch_size, -1, -1).to(self.unet.dtype)}

@@ -34,10 +34,12 @@ class FeatInvCLI(LightningCLI):
 
 
 def config_error(err: BaseException) -> BaseException | None:
-    """The innermost cause of ``err`` if it names a config key (jsonargparse wraps instantiation errors)."""
-    while err.__cause__ or err.__context__:
+    """The innermost error in the chain of ``err`` that names a config key (jsonargparse and our loaders wrap)."""
+    found = None
+    while err is not None:
+        found = err if str(err).strip("'\"").startswith(CONFIG_KEYS) else found
         err = err.__cause__ or err.__context__
-    return err if str(err).strip("'\"").startswith(CONFIG_KEYS) else None
+    return found
 
 
 def main(args=None) -> None:

@@ -74,6 +74,18 @@ def feature_items(root: str | os.PathLike, key: str = "data.features") -> list[d
     return items
 
 
+def prompt_items(prompts: list[str] | str | os.PathLike, key: str = "data.prompts") -> list[dict]:
+    """Text targets from a list of prompts or a ``.txt`` file with one per line (blank lines skipped)."""
+    if isinstance(prompts, (str, os.PathLike)):
+        path = Path(prompts)
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}: no such prompt file {str(path)!r} (cwd: {os.getcwd()})")
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{key}: no prompt")
+    return [{"id": f"prompt_{i:05d}", "source": text, "feature": None, "text": text} for i, text in enumerate(prompts)]
+
+
 class TargetDataset(Dataset):
     def __init__(self, items: list[dict]):
         self.items = items
@@ -83,30 +95,35 @@ class TargetDataset(Dataset):
 
     def __getitem__(self, index):
         item = self.items[index]
-        return {**item, "image": load_image(item["source"]) if item["feature"] is None else None}
+        from_image = item["feature"] is None and item.get("text") is None
+        return {**item, "image": load_image(item["source"]) if from_image else None}
 
 
 def collate(items: list[dict]) -> dict:
     """Lists per key: images may differ in size and some targets have no image."""
-    return {key: [item[key] for item in items] for key in ("id", "source", "image", "feature")}
+    return {key: [item.get(key) for item in items] for key in ("id", "source", "image", "feature", "text")}
 
 
 class TargetData(LightningDataModule):
-    """Target features to invert, from an image folder and/or feature files.
+    """Target features to invert, from an image folder, feature files and/or text prompts.
 
     Args:
         images: folder (searched recursively) or single image file; the extractor computes their features.
         features: ``.pt``/``.npy`` file or folder with features [D] or [N, D] that no image has.
+        prompts: texts whose embedding (the extractor's ``encode_text``, e.g. CLIP's) is the target: a list or a
+            ``.txt`` file with one prompt per line; ids ``prompt_00000``, ...
         batch_size: targets per batch (each gives ``model.samples_per_target`` generations).
         limit: use only the first ``limit`` targets (sorted by id).
     """
 
-    def __init__(self, images: str | None = None, features: str | None = None, batch_size: int = 8,
-                 num_workers: int = 0, limit: int | None = None):
+    def __init__(self, images: str | None = None, features: str | None = None,
+                 prompts: list[str] | str | None = None, batch_size: int = 8, num_workers: int = 0,
+                 limit: int | None = None):
         super().__init__()
-        if images is None and features is None:
-            raise ValueError("data: give data.images (an image folder) and/or data.features (feature files)")
-        self.images, self.features = images, features
+        if images is None and features is None and prompts is None:
+            raise ValueError("data: give data.images (an image folder), data.features (feature files) "
+                             "and/or data.prompts (texts)")
+        self.images, self.features, self.prompts = images, features, prompts
         self.batch_size, self.num_workers, self.limit = batch_size, num_workers, limit
         self.items: list[dict] | None = None
 
@@ -114,6 +131,7 @@ class TargetData(LightningDataModule):
         if self.items is not None:
             return
         items = (image_items(self.images) if self.images else []) + (feature_items(self.features) if self.features else [])
+        items += prompt_items(self.prompts) if self.prompts is not None else []
         ids = [item["id"] for item in items]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})[:5]

@@ -7,11 +7,12 @@ features of shape [B, D]. Subclass :class:`FeatureExtractor` to add a model fami
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .loading import check_source
+from .loading import check_source, offline_hint
 from .preprocess import Preprocess
 
 
@@ -167,3 +168,119 @@ class ModuleExtractor(FeatureExtractor):
         preprocess = Preprocess(size=tuple(input_size[1:]), interpolation=interpolation, crop_pct=crop_pct,
                                 mean=mean, std=std, in_chans=input_size[0], quantize=quantize)
         super().__init__(module, preprocess, layer, pool, select)
+
+
+class OpenClipExtractor(FeatureExtractor):
+    """An open_clip model's image encoder (``encode_image``, not normalised), preprocessing from its config.
+
+    Text prompts give targets in the same space through :meth:`encode_text` (``data.prompts``).
+
+    Args:
+        model_name: open_clip name (``RN50-quickgelu`` for OpenAI's RN50), ``hf-hub:ORG/NAME`` or ``local-dir:FOLDER``.
+        pretrained: weight tag (e.g. ``openai``) or checkpoint file; None: random weights.
+        layer: a submodule of the CLIP model, e.g. ``visual.layer4`` (None: the image embedding).
+        model_kwargs: extra ``open_clip.create_model`` arguments.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None, layer: str | None = None,
+                 pool: str | None = "avg", select: list[int] | None = None, quantize: bool = False,
+                 model_kwargs: dict | None = None):
+        import open_clip
+        from open_clip.transform import PreprocessCfg
+
+        if model_name.startswith("local-dir:"):
+            check_source(model_name[len("local-dir:"):], "model.extractor.model_name")
+        if pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
+            pretrained = os.path.expanduser(pretrained)
+            if not os.path.isfile(pretrained):
+                raise FileNotFoundError(f"model.extractor.pretrained: no such file {pretrained!r} (cwd: {os.getcwd()})")
+        try:
+            network = open_clip.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
+            tokenizer = open_clip.get_tokenizer(model_name)
+        except (OSError, RuntimeError, ValueError) as err:
+            download = pretrained and not os.path.exists(pretrained)
+            hint = offline_hint("model.extractor.pretrained", "file") if download else ""
+            raise RuntimeError(f"model.extractor: cannot create open_clip model {model_name!r} with pretrained="
+                               f"{pretrained!r}:{hint} {err}") from err
+        cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(network))
+        if cfg.resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"model.extractor: open_clip resize_mode {cfg.resize_mode!r} is not supported")
+        size = (cfg.size, cfg.size) if isinstance(cfg.size, int) else tuple(cfg.size)
+        preprocess = Preprocess(size=size, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std,
+                                resize_shorter=cfg.resize_mode == "shortest", in_chans=3, quantize=quantize)
+        super().__init__(network, preprocess, layer, pool, select)
+        self.tokenizer = tokenizer
+
+    def run_network(self, x: torch.Tensor):
+        return self.network.encode_image(x)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Text embeddings [N, D] (``encode_text``, not normalised): targets in the image embedding's space."""
+        if self.layer is not None:
+            raise ValueError("data.prompts: text targets live in the joint embedding; set model.extractor.layer: null")
+        f = self.network.encode_text(self.tokenizer(texts).to(self.preprocess.mean.device)).float()
+        return f[:, self.select] if self.select is not None else f
+
+
+def last_linear(network: nn.Module) -> str:
+    """Name of the network's last ``nn.Linear`` (in definition order): the classifier of torchvision models."""
+    names = [name for name, module in network.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError("model.extractor.layer: the model has no Linear classifier to drop; name a layer")
+    return names[-1]
+
+
+def graph_node(network: nn.Module, node: str) -> nn.Module:
+    """The network up to ``node`` (a torch.fx node or module name), returning ``{node: output}``."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    try:
+        return create_feature_extractor(network, return_nodes=[node])
+    except ValueError as err:
+        names = get_graph_node_names(network)[1]
+        near = [n for n in names if node in n or n in node][:10] or names[-10:]
+        raise ValueError(f"model.extractor.layer: no node or module {node!r}; e.g. {near}") from err
+
+
+class TorchvisionExtractor(FeatureExtractor):
+    """A torchvision classification model, preprocessing from its weights' eval transform (``weights.transforms()``).
+
+    Args:
+        model_name: ``torchvision.models.get_model`` name, e.g. ``resnet50``, ``vit_h_14``.
+        weights: weight enum name, e.g. ``IMAGENET1K_V1`` or ``IMAGENET1K_SWAG_E2E_V1`` (downloaded to the torch hub
+            cache); None: random weights, torchvision's default ImageNet preprocessing at the model's input size.
+        layer: a graph node or module name (``torchvision.models.feature_extraction.get_graph_node_names``), e.g.
+            ``layer4`` or ``layer4.2.relu_2``; later layers are dropped. None: the penultimate feature (the input
+            of the last Linear layer, e.g. ``fc`` of a ResNet, ``heads.head`` of a ViT).
+        model_kwargs: extra ``get_model`` arguments.
+    """
+
+    def __init__(self, model_name: str, weights: str | None = None, layer: str | None = None,
+                 pool: str | None = "avg", select: list[int] | None = None, quantize: bool = False,
+                 model_kwargs: dict | None = None):
+        from torchvision.models import get_model, get_model_weights
+        from torchvision.transforms._presets import ImageClassification
+
+        try:
+            choices = get_model_weights(model_name)
+            enum = choices[weights] if weights else None
+        except ValueError as err:
+            raise ValueError(f"model.extractor.model_name: {err}") from err
+        except KeyError:
+            raise ValueError(f"model.extractor.weights: {weights!r} is not one of {list(choices.__members__)}") from None
+        try:
+            network = get_model(model_name, weights=enum, **(model_kwargs or {}))
+        except OSError as err:  # the download failed
+            raise RuntimeError(f"model.extractor.weights: cannot download {model_name} {weights} from {enum.url}; "
+                               f"without a network, put that file in {torch.hub.get_dir()}/checkpoints. {err}") from err
+        transform = enum.transforms() if enum else ImageClassification(crop_size=getattr(network, "image_size", 224))
+        crop, resize = transform.crop_size[0], transform.resize_size[0]
+        preprocess = Preprocess(size=(crop, crop), interpolation=transform.interpolation.value, crop_pct=crop / resize,
+                                mean=transform.mean, std=transform.std, quantize=quantize)
+        if layer is None:
+            network.set_submodule(last_linear(network), nn.Identity())
+        else:
+            network = graph_node(network, layer)
+        super().__init__(network, preprocess, None, pool, select)
+        self.node = layer

@@ -31,16 +31,18 @@ def check_source(source: str, key: str) -> str:
     return path if os.path.exists(path) else str(source)
 
 
+def offline_hint(key: str, local: str = "folder") -> str:
+    """What to do when a hub source could not be fetched."""
+    return (f" It is neither a local {local} nor in the Hugging Face cache, and the hub could not be reached"
+            f" (or HF_HUB_OFFLINE=1). Download it where a network is available and point {key} at the local {local}.")
+
+
 def load_pretrained(loader, source: str, key: str, **kwargs):
     """``loader.from_pretrained(source, **kwargs)`` with errors that name the config key and the source."""
     source = check_source(source, key)
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        hint = "" if os.path.exists(source) else (
-            " It is neither a local folder nor in the Hugging Face cache, and the hub could not be reached"
-            " (or HF_HUB_OFFLINE=1). Download it where a network is available and point"
-            f" {key} at the local folder."
-        )
+        hint = "" if os.path.exists(source) else offline_hint(key)
         raise RuntimeError(f"{key}: cannot load {source!r}"
                            f"{' (' + kwargs['subfolder'] + '/)' if kwargs.get('subfolder') else ''}:{hint} {err}") from err

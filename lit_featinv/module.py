@@ -13,7 +13,8 @@ from .backbones import DiffusionPrior
 from .extractors import FeatureExtractor
 from .images import to_uint8
 from .losses import FeatureLoss, SquaredL2, match_metrics
-from .sampling import alpha_bar, fork, generators, join_prediction, renoise, sample_seed, split_prediction, step_kwargs
+from .sampling import (alpha_bar, fork, generators, in_sigma_space, join_prediction, renoise, sample_seed,
+                       split_prediction, step_kwargs)
 
 
 class FeatureInversion(LightningModule):
@@ -27,7 +28,7 @@ class FeatureInversion(LightningModule):
         extractor: the network and layer whose feature is matched.
         loss: distance to minimise (default: squared Euclidean, as in the paper).
         num_inference_steps: scheduler steps.
-        guidance_scale: w; scale it with the step size (about 4 for 1000 DDPM steps, 0.3 for 50 DDIM steps).
+        guidance_scale: w; scale it with the step size (the paper: 4 for 1000 DDPM steps; 0.5 for 50 DDIM steps).
         rescale_grad: rescale the gradient per sample to the norm of the predicted noise.
         clip_theta: clip the gradient element-wise to mean +- theta * std (<= 0: no clipping).
         recurrence: self-recurrence K: guided iterations per step (re-noising between them).
@@ -39,8 +40,8 @@ class FeatureInversion(LightningModule):
     """
 
     def __init__(self, backbone: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
-                 num_inference_steps: int = 50, guidance_scale: float = 0.3, rescale_grad: bool = True,
-                 clip_theta: float = 3.0, recurrence: int = 4, early_steps: int = 0, early_recurrence: int = 1,
+                 num_inference_steps: int = 50, guidance_scale: float = 0.5, rescale_grad: bool = True,
+                 clip_theta: float = 3.0, recurrence: int = 8, early_steps: int = 0, early_recurrence: int = 1,
                  samples_per_target: int = 1, seed: int = 0, eta: float = 0.0, progress: bool = True):
         super().__init__()
         if recurrence < 1 or early_recurrence < 1 or samples_per_target < 1 or num_inference_steps < 1:
@@ -83,9 +84,8 @@ class FeatureInversion(LightningModule):
         return grad
 
     # ---- the guided loop ----------------------------------------------------------------------
-    def guided_output(self, scheduler, sample, t, target, w: float):
-        """One UNet call: (guided model output, clean image estimate in [0, 1], its loss)."""
-        abar = alpha_bar(scheduler, t).to(sample)
+    def guided_output(self, scheduler, sample, t, abar, target, w: float):
+        """One UNet call at timestep t, signal level abar: (guided model output, clean estimate in [0, 1], loss)."""
         kind = scheduler.config.prediction_type
         with torch.enable_grad():
             z = scheduler.scale_model_input(sample, t).detach().requires_grad_(w != 0)
@@ -108,13 +108,13 @@ class FeatureInversion(LightningModule):
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
         best_loss = torch.full((len(seeds),), float("inf"), device=self.device)
         best_image, best_step, nfe = None, torch.zeros(len(seeds), dtype=torch.long), 0
-        timesteps = scheduler.timesteps
+        timesteps, sigma_space = scheduler.timesteps, in_sigma_space(scheduler)
         bar = tqdm(timesteps, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
         for i, t in enumerate(bar):
-            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
             w, iterations = self.guidance_weight(i, t), self.iterations_at(i)
             for k in range(iterations):
-                output, image, loss = self.guided_output(scheduler, sample, t, target, w)
+                output, image, loss = self.guided_output(scheduler, sample, t, abar, target, w)
                 better = loss < best_loss
                 best_loss = torch.where(better, loss, best_loss)
                 best_image = image if best_image is None else torch.where(better.view(-1, 1, 1, 1), image, best_image)
@@ -122,9 +122,8 @@ class FeatureInversion(LightningModule):
                 last = k == iterations - 1
                 stepper = scheduler if last else fork(scheduler)
                 sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
-                if not last:
-                    sample = renoise(sample, alpha_bar(scheduler, t).to(sample),
-                                     alpha_bar(scheduler, t_prev).to(sample), gens)
+                if not last:  # back to t: x_prev + noise in sigma space, sqrt(abar ratio) scaling otherwise
+                    sample = renoise(sample, abar, abar_prev, gens, sigma_space)
                 nfe += 1
         with torch.no_grad():
             image = self.to_image(sample)
@@ -162,20 +161,33 @@ class FeatureInversion(LightningModule):
     # ---- targets ------------------------------------------------------------------------------
     @torch.no_grad()
     def targets(self, batch: dict) -> torch.Tensor:
-        """Target features [N, D]: from a feature file as given, or the extractor's feature of the target image."""
+        """Target features [N, D]: a feature file's as given, the extractor's feature of a target image or of a text."""
+        texts = batch.get("text") or [None] * len(batch["id"])
+        encoded = iter(self.encode_text([text for text in texts if text is not None]))
         rows = []
-        for image, feature, source in zip(batch["image"], batch["feature"], batch["source"]):
-            if feature is None:
+        for image, feature, source, text in zip(batch["image"], batch["feature"], batch["source"], texts):
+            if text is not None:
+                f = next(encoded)
+            elif feature is None:
                 f = self.extractor(image[None].to(self.device))[0]
             else:
                 f = feature.to(self.device).float()
-                if self.feature_dim is not None and f.numel() != self.feature_dim:
-                    raise ValueError(f"{source}: target feature has {f.numel()} values, but the extractor "
-                                     f"(model.extractor) gives {self.feature_dim}")
+            if image is None and self.feature_dim is not None and f.numel() != self.feature_dim:
+                raise ValueError(f"{source}: target feature has {f.numel()} values, but the extractor "
+                                 f"(model.extractor) gives {self.feature_dim}")
             if not torch.isfinite(f).all():
                 raise ValueError(f"{source}: target feature contains NaN or Inf")
             rows.append(f)
         return torch.stack(rows)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Text targets [N, D] through the extractor's ``encode_text`` (e.g. CLIP's text tower)."""
+        if not texts:
+            return torch.empty(0)
+        if not hasattr(self.extractor, "encode_text"):
+            raise TypeError(f"data.prompts: text targets need an extractor with encode_text (e.g. "
+                            f"lit_featinv.OpenClipExtractor); {type(self.extractor).__name__} has none")
+        return self.extractor.encode_text(texts).float()
 
     def on_predict_start(self) -> None:
         if torch.is_inference_mode_enabled():

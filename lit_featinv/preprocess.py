@@ -66,9 +66,10 @@ class Preprocess(nn.Module):
             return x
         h, w = x.shape[-2:]
         th, tw = self.size
-        if self.resize_shorter:
-            scale = min(th, tw) / self.crop_pct / min(h, w)
-            rh, rw = max(th, math.floor(h * scale + 0.5)), max(tw, math.floor(w * scale + 0.5))
+        if self.resize_shorter:  # as timm's and torchvision's eval Resize(int): shorter side floored, longer truncated
+            short = math.floor(min(th, tw) / self.crop_pct + 1e-6)
+            rh, rw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+            rh, rw = max(th, rh), max(tw, rw)
         else:
             rh, rw = th, tw
         if (rh, rw) != (h, w):

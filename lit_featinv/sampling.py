@@ -1,7 +1,7 @@
 """Scheduler-agnostic diffusion maths: prediction-type conversions, re-noising, per-sample seeds.
 
-Everything here reads the scheduler's own config (``prediction_type``, ``alphas_cumprod``) so that
-any diffusers scheduler can be stepped unchanged with a guided model output.
+Everything here reads the scheduler's own config and state (``prediction_type``, ``alphas_cumprod``, ``sigmas``)
+so that any diffusers scheduler can be stepped unchanged with a guided model output.
 """
 from __future__ import annotations
 
@@ -24,13 +24,24 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
-def alpha_bar(scheduler, t: torch.Tensor | int) -> torch.Tensor:
-    """The cumulative signal level abar_t at integer timestep t (t < 0: after the last step)."""
-    t = int(t)
-    if t >= 0:
-        return scheduler.alphas_cumprod[t]
+def alpha_bar(scheduler, index: int) -> torch.Tensor:
+    """The signal level abar at the ``index``-th step of the schedule (``len(timesteps)``: after the last step).
+
+    Schedulers with ``sigmas`` (Euler, DPM-Solver, UniPC, ...; their timesteps may be fractional) give
+    abar = 1 / (1 + sigma^2); the others (DDPM, DDIM, ...) ``alphas_cumprod[t]``.
+    """
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None:
+        return (1 / (1 + sigmas[index].double() ** 2)).float()
+    if index < len(scheduler.timesteps):
+        return scheduler.alphas_cumprod[int(scheduler.timesteps[index])]
     final = getattr(scheduler, "final_alpha_cumprod", None)  # DDIM's level after the last step
     return torch.as_tensor(1.0 if final is None else final)
+
+
+def in_sigma_space(scheduler) -> bool:
+    """Samples are x0 + sigma * eps (Euler-type schedulers, ``init_noise_sigma > 1``), not variance preserving."""
+    return float(scheduler.init_noise_sigma) > 1
 
 
 def split_prediction(output: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor, prediction_type: str):
@@ -63,10 +74,17 @@ def join_prediction(eps: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor,
     raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
 
 
-def renoise(sample_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, gens) -> torch.Tensor:
-    """Forward-diffuse a sample from the previous (less noisy) timestep back to t (self-recurrence)."""
-    ratio = abar_t / abar_prev
+def renoise(sample_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, gens,
+            sigma_space: bool = False) -> torch.Tensor:
+    """Forward-diffuse a sample from the previous (less noisy) step back to t (self-recurrence).
+
+    Variance preserving: sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) noise; in sigma space
+    (sigma^2 = 1 / abar - 1): x_prev + sqrt(sigma_t^2 - sigma_prev^2) noise.
+    """
     noise = randn_tensor(sample_prev.shape, generator=gens, device=sample_prev.device, dtype=sample_prev.dtype)
+    if sigma_space:
+        return sample_prev + (1 / abar_t - 1 / abar_prev).clamp_min(0).sqrt() * noise
+    ratio = abar_t / abar_prev
     return ratio.sqrt() * sample_prev + (1 - ratio).sqrt() * noise
 
 

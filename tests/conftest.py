@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+torch.set_num_threads(1)  # tiny models: more threads only add overhead, and spin badly on busy shared cores
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "assets" / "zoo"
@@ -109,3 +110,55 @@ def batch_of(folder: Path, limit: int | None = None) -> dict:
     data.setup()
     return next(iter(data.predict_dataloader()))
 
+
+TINY_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>", "low</w>",
+              "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+
+
+def save_stable_diffusion(folder: Path, size: int = 8) -> Path:
+    """A tiny Stable-Diffusion-like folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/):
+    latents 4 x size x size, images 3 x 2size x 2size, SD 1.x's scheduler config."""
+    import json
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    files = folder / "tokenizer"
+    files.mkdir(parents=True)
+    (files / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(TINY_VOCAB)}))
+    (files / "merges.txt").write_text("#version: 0.2\nl o\nlo w</w>\ne r</w>\n")
+    tokenizer = CLIPTokenizer(str(files / "vocab.json"), str(files / "merges.txt"), model_max_length=16)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, intermediate_size=37,
+                                                num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
+                                                bos_token_id=21, eos_token_id=22, pad_token_id=22))
+    unet = UNet2DConditionModel(sample_size=size, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=32,
+                                attention_head_dim=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=2 * size, scaling_factor=0.18215)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                            safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sd_prior(tmp_path_factory) -> Path:
+    """A tiny Stable Diffusion folder: 16x16 RGB images from 8x8x4 latents, empty-prompt text conditioning."""
+    return save_stable_diffusion(tmp_path_factory.mktemp("sd_prior"))
+
+
+@pytest.fixture(scope="session")
+def open_clip_name(tmp_path_factory) -> str:
+    """A tiny CLIP (modified-ResNet image tower like RN50, 32 px, 16-d embedding) registered with open_clip."""
+    import json
+    import open_clip
+    folder = tmp_path_factory.mktemp("open_clip")
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+    (folder / "tiny-clip-rn.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "tiny-clip-rn.json")
+    return "tiny-clip-rn"

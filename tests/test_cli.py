@@ -71,7 +71,8 @@ def test_command_line_overrides_and_module_entry_point(tmp_path, pixel_prior, ti
     cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
     result = subprocess.run([sys.executable, "-m", "lit_featinv", "predict", "--config", str(cfg),
                              "--model.init_args.samples_per_target", "1", "--data.init_args.limit", "1",
-                             "--writer.output_dir", str(tmp_path / "w")], capture_output=True, text=True, cwd=ROOT)
+                             "--writer.output_dir", str(tmp_path / "w"),
+                             "--trainer.default_root_dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "metrics in" in result.stdout
     assert len((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()) == 1
@@ -84,3 +85,46 @@ def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir
     cfg.write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit, match="model.backbone.pretrained: no such file or folder .*nope"):
         main(["predict", "--config", str(cfg)])
+
+
+def test_readme_module_extractor_example_parses(tmp_path, pixel_prior, image_dir, capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    snippet = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
+    config = tiny_config(pixel_prior, "unused", image_dir)
+    config["model"]["init_args"]["extractor"] = snippet["extractor"]
+    del config["model"]["init_args"]["extractor"]["init_args"]["weights"]  # a file only the reader has
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):
+        main(["predict", "--config", str(tmp_path / "m.yaml"), "--print_config"])
+    assert "torchvision.models.resnet.Bottleneck" in capsys.readouterr().out
+
+
+def test_notebooks_are_valid_python():
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                compile("".join(cell["source"]), str(path), "exec")
+
+
+def test_two_processes_give_the_same_images_as_one(tmp_path, pixel_prior, timm_dir):
+    """DDP on 2 CPU processes: every sample is written once, by id, with the same pixels as a 1-process run."""
+    from conftest import write_images
+    images = tmp_path / "targets"
+    write_images(images, count=3)
+    cfg = tmp_path / "run.yaml"
+    config = tiny_config(pixel_prior, timm_dir, images)
+    config["data"]["init_args"]["batch_size"] = 1
+    cfg.write_text(yaml.safe_dump(config))
+    outputs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"dev{devices}"
+        result = subprocess.run([sys.executable, "-m", "lit_featinv", "predict", "--config", str(cfg),
+                                 "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
+                                 "--trainer.default_root_dir", str(out)], capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = [json.loads(line) for line in (out / "featinv" / "metrics.jsonl").read_text().splitlines()]
+        outputs[devices] = {(r["id"], r["sample"]): load_image(out / "featinv" / r["image"]) for r in rows}
+    assert sorted(outputs[1]) == sorted(outputs[2]) and len(outputs[1]) == 6
+    for key, image in outputs[1].items():
+        assert (image - outputs[2][key]).abs().max() <= 1 / 255

@@ -102,3 +102,18 @@ def test_missing_model_folder_names_the_key(tmp_path, timm_dir):
     from lit_featinv import DiffusionPrior
     with pytest.raises(FileNotFoundError, match="model.backbone.pretrained"):
         DiffusionPrior(str(tmp_path / "no_model"))
+
+
+def test_subclass_overrides_a_piece_without_copying_the_loop(pixel_prior, timm_dir, image_dir):
+    """A schedule of w by subclassing: w = 0 at every step reproduces the unguided run exactly."""
+    class NoGuidance(FeatureInversion):
+        def guidance_weight(self, step_index, t):
+            return 0.0
+
+    base = build_module(pixel_prior, timm_dir, guidance_scale=0.0)
+    sub = NoGuidance(base.backbone, base.extractor, num_inference_steps=4, recurrence=2, guidance_scale=5.0,
+                     progress=False)
+    batch = batch_of(image_dir, limit=1)
+    for module in (base, sub):
+        module.on_predict_start()
+    assert torch.equal(base.predict_step(batch)[0]["image"], sub.predict_step(batch)[0]["image"])

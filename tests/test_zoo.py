@@ -1,0 +1,24 @@
+"""A small, fast quality check with real learned weights (the Fashion-MNIST zoo in assets/zoo)."""
+import statistics
+
+from conftest import FMNIST, ZOO, batch_of
+from lit_featinv import DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TimmExtractor
+
+
+def mean_cosine(prior, guidance_scale: float, recurrence: int) -> float:
+    module = FeatureInversion(prior, TimmExtractor(f"local-dir:{ZOO / 'fmnist-resnet10t'}"), num_inference_steps=20,
+                              guidance_scale=guidance_scale, recurrence=recurrence, progress=False)
+    module.on_predict_start()
+    return statistics.mean(r["metrics"]["cosine"] for r in module.predict_step(batch_of(FMNIST, limit=4)))
+
+
+def test_guided_pixel_ddpm_is_far_closer_than_unguided():
+    prior = DiffusionPrior(str(ZOO / "fmnist-ddpm"))
+    guided, unguided = mean_cosine(prior, 0.8, 2), mean_cosine(prior, 0.0, 1)
+    assert guided > 0.85 and guided > unguided + 0.3, (guided, unguided)
+
+
+def test_guided_latent_ddpm_is_far_closer_than_unguided():
+    prior = LatentDiffusionPrior(str(ZOO / "fmnist-ldm"))
+    guided, unguided = mean_cosine(prior, 0.8, 2), mean_cosine(prior, 0.0, 1)
+    assert guided > 0.8 and guided > unguided + 0.3, (guided, unguided)
