@@ -57,7 +57,10 @@ def run(args=None) -> FeatInvCLI:
     """Build the CLI and run the subcommand (``predict``)."""
     return FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
                       auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
-                      save_config_kwargs={"overwrite": True}, args=args)
+                      save_config_kwargs={"overwrite": True}, args=args,
+                      parser_kwargs={"description": "Generate images whose features match target features "
+                                                    "(guided diffusion). Example: lit-featinv predict --config "
+                                                    "configs/quickstart.yaml"})
 
 
 if __name__ == "__main__":

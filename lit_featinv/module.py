@@ -17,6 +17,22 @@ from .sampling import (alpha_bar, fork, generators, in_sigma_space, join_predict
                        split_prediction, step_kwargs)
 
 
+class BestImage:
+    """Per sample, the image with the smallest loss seen so far (ties go to the later one) and its step."""
+
+    def __init__(self):
+        self.image = self.loss = self.step = None
+
+    def update(self, image: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+        if self.image is None:
+            self.image, self.loss, self.step = image, loss, torch.full(loss.shape, step, device=loss.device)
+            return
+        better = loss <= self.loss
+        self.image = torch.where(better.view(-1, *[1] * (image.ndim - 1)), image, self.image)
+        self.loss = torch.where(better, loss, self.loss)
+        self.step = torch.where(better, torch.full_like(self.step, step), self.step)
+
+
 class FeatureInversion(LightningModule):
     """Generate images whose features match target features by guiding a frozen diffusion prior.
 
@@ -106,8 +122,7 @@ class FeatureInversion(LightningModule):
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         shape = (len(seeds), *self.backbone.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
-        best_loss = torch.full((len(seeds),), float("inf"), device=self.device)
-        best_image, best_step, nfe = None, torch.zeros(len(seeds), dtype=torch.long), 0
+        best, nfe = BestImage(), 0
         timesteps, sigma_space = scheduler.timesteps, in_sigma_space(scheduler)
         bar = tqdm(timesteps, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
         for i, t in enumerate(bar):
@@ -115,10 +130,7 @@ class FeatureInversion(LightningModule):
             w, iterations = self.guidance_weight(i, t), self.iterations_at(i)
             for k in range(iterations):
                 output, image, loss = self.guided_output(scheduler, sample, t, abar, target, w)
-                better = loss < best_loss
-                best_loss = torch.where(better, loss, best_loss)
-                best_image = image if best_image is None else torch.where(better.view(-1, 1, 1, 1), image, best_image)
-                best_step[better.cpu()] = i
+                best.update(image, loss, i)
                 last = k == iterations - 1
                 stepper = scheduler if last else fork(scheduler)
                 sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
@@ -127,11 +139,8 @@ class FeatureInversion(LightningModule):
                 nfe += 1
         with torch.no_grad():
             image = self.to_image(sample)
-            loss = self.loss(self.extractor(image), target)
-        better = loss <= best_loss
-        best_image = torch.where(better.view(-1, 1, 1, 1), image, best_image)
-        best_step[better.cpu()] = len(timesteps)
-        return {"image": image, "best_image": best_image, "best_step": best_step, "nfe": nfe}
+            best.update(image, self.loss(self.extractor(image), target), len(timesteps))
+        return {"image": image, "best_image": best.image, "best_step": best.step, "nfe": nfe}
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
         """Generate ``samples_per_target`` images per target of the batch; one record per generated image."""
@@ -139,10 +148,10 @@ class FeatureInversion(LightningModule):
         target = self.targets(batch)
         rows = [(n, j) for n in range(len(batch["id"])) for j in range(self.samples_per_target)]
         seeds = [sample_seed(self.seed, batch["id"][n], j) for n, j in rows]
-        out = self.generate(target[[n for n, _ in rows]], seeds)
+        expanded = target[[n for n, _ in rows]]
+        out = self.generate(expanded, seeds)
         final, best = to_uint8(out["image"]), to_uint8(out["best_image"])
         with torch.no_grad():  # scored on the images as saved (8-bit)
-            expanded = target[[n for n, _ in rows]]
             scores = match_metrics(self.extractor(final.float() / 255), expanded)
             best_scores = match_metrics(self.extractor(best.float() / 255), expanded)
         seconds = (time.perf_counter() - start) / len(rows)

@@ -1,0 +1,29 @@
+"""benchmarks/memory.py (issue 3, item 4: peak GPU memory at full scale) runs end to end with --tiny on the CPU:
+the same SD-folder build, StableDiffusionPrior loading, extractors and guided_output calls, on tiny configs."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+EXTRACTORS = ["clip_rn50", "resnet50", "vit_h14_518"]
+
+
+def test_memory_script_tiny_runs_every_case(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "benchmarks/memory.py", "--tiny", "--out", str(tmp_path)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    cases = [(name, batch, ckpt) for name in EXTRACTORS for ckpt in ("off", "on") for batch in (1, 4)]
+    for name, batch, ckpt in cases:  # one row per case, timed (a number of ms), memory n/a on the CPU
+        row = (rf"^\| {name} \| bf16 autocast \| {batch} \| {ckpt} \| n/a \| n/a \| n/a \| n/a \| "
+               r"[0-9.]+ \| [0-9.]+ \| n/a \|")
+        assert re.search(row, result.stdout, re.M), f"no row for {name} batch {batch} ckpt {ckpt}:\n{result.stdout}"
+    assert "command: `python benchmarks/memory.py --tiny" in result.stdout
+    assert (tmp_path / "memory.md").read_text().count("| bf16 autocast |") == len(cases)
+    rows = [json.loads(line) for line in (tmp_path / "memory.jsonl").read_text().splitlines()]
+    assert [(r["extractor"], r["batch"], r["ckpt"]) for r in rows] == cases
+    assert all(r["finite"] and r["ms"] > 0 and "error" not in r for r in rows)
