@@ -283,4 +283,3 @@ class TorchvisionExtractor(FeatureExtractor):
         else:
             network = graph_node(network, layer)
         super().__init__(network, preprocess, None, pool, select)
-        self.node = layer
