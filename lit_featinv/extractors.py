@@ -62,6 +62,12 @@ def load_state_dict(path: str, key: str = "model.extractor.weights") -> dict:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
+def check_local_dir(model_name: str) -> None:
+    """Fail early, naming the key, when a ``local-dir:FOLDER`` model name points nowhere (timm, open_clip)."""
+    if model_name.startswith("local-dir:"):
+        check_source(model_name[len("local-dir:"):], "model.extractor.model_name")
+
+
 class FeatureExtractor(nn.Module):
     """A frozen network + its preprocessing; ``forward(images in [0, 1]) -> features [B, D]``.
 
@@ -101,7 +107,10 @@ class FeatureExtractor(nn.Module):
             f = f.mean((2, 3))
         elif f.ndim == 4 and self.pool == "max":
             f = f.amax((2, 3))
-        f = f.flatten(1).float()
+        return self.select_features(f.flatten(1).float())
+
+    def select_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Keep the ``select`` subset of features [B, D] (all when None)."""
         return f[:, self.select] if self.select is not None else f
 
 
@@ -122,8 +131,7 @@ class TimmExtractor(FeatureExtractor):
         import timm
         from timm.data import resolve_data_config
 
-        if model_name.startswith("local-dir:"):
-            check_source(model_name[len("local-dir:"):], "model.extractor.model_name")
+        check_local_dir(model_name)
         try:
             network = timm.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
         except RuntimeError as err:
@@ -188,8 +196,7 @@ class OpenClipExtractor(FeatureExtractor):
         import open_clip
         from open_clip.transform import PreprocessCfg
 
-        if model_name.startswith("local-dir:"):
-            check_source(model_name[len("local-dir:"):], "model.extractor.model_name")
+        check_local_dir(model_name)
         if pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
             pretrained = os.path.expanduser(pretrained)
             if not os.path.isfile(pretrained):
@@ -219,8 +226,8 @@ class OpenClipExtractor(FeatureExtractor):
         """Text embeddings [N, D] (``encode_text``, not normalised): targets in the image embedding's space."""
         if self.layer is not None:
             raise ValueError("data.prompts: text targets live in the joint embedding; set model.extractor.layer: null")
-        f = self.network.encode_text(self.tokenizer(texts).to(self.preprocess.mean.device)).float()
-        return f[:, self.select] if self.select is not None else f
+        tokens = self.tokenizer(texts).to(self.preprocess.mean.device)
+        return self.select_features(self.network.encode_text(tokens).float())
 
 
 def last_linear(network: nn.Module) -> str:
