@@ -27,6 +27,15 @@ calls); extractors wait on the CPU while another one runs. Out-of-memory is caug
 Results are written after every case (a run stopped by a time limit keeps what it measured) to ``$OUT/memory.md``
 + ``$OUT/memory.jsonl`` when ``$OUT`` is set, else ``runs/memory.md`` + ``runs/memory.jsonl`` (or ``--out DIR``).
 
+``--estimate``: no GPU needed. Each case is one ``guided_output`` call on fake tensors (``FakeTensorMode``: shapes
+and dtypes, no values, no compute) under the CPU's autocast rules, with the real (random) weights resident; it reports
+the weights plus the peak of the tensors the call creates (``PeakTensorBytes``), what ``max_memory_allocated`` would
+show if the GPU's kernels made the same tensors, to ``memory-estimate.md`` / ``.jsonl``. An estimate, not a
+measurement: no CUDA context, cuDNN/cuBLAS workspaces or allocator slack, and CPU autocast keeps GroupNorm/LayerNorm
+outputs in bf16 (CUDA autocast: float32). ``python benchmarks/memory.py --estimate --dtypes bf16,fp32`` takes about
+2 minutes on 2 CPU cores and 8 GB of memory; README "Benchmarks" has its table beside the one GPU measurement there
+is (docs/method.md: H200, ResNet-50, no checkpointing), which it matches within 8% except float32 at batch 1.
+
 ``--tiny``: the same code path with tiny configs (16x16 images, tiny CLIP-RN / ResNet-18 / ViT-B/16 at 32 px) on
 the CPU in a few seconds, for tests (tests/test_memory_script.py); CPU memory is not measured (n/a).
 
@@ -76,9 +85,14 @@ import sys
 import tempfile
 import time
 import warnings
+import weakref
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.utils._pytree as pytree
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a plain checkout (the GPU machine does not install the package)
@@ -89,6 +103,7 @@ from lit_featinv.sampling import alpha_bar, fork  # noqa: E402
 
 GiB = 2**30
 LIMIT_24GB = 24 * 10**9 / GiB  # 22.35 GiB: the smallest "24 GB" cards (A10, L4) offer ~22.5 GiB, an RTX 4090 24
+CONTEXT_GIB, SLACK = 0.5, 1.15  # --estimate: a CUDA context, and the caching allocator's reserved / allocated
 
 # A hand-made CLIP BPE vocabulary (as tests/conftest.py): the prompt is empty, so only <start>/<end>/pad are used.
 VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>", "low</w>",
@@ -234,8 +249,51 @@ def autocast(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
+class PeakTensorBytes(TorchDispatchMode):
+    """Live bytes of the storages that ops create inside it, and their peak (fake tensors count too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.now, self.peak = {}, 0, 0
+
+    def _release(self, key: int) -> None:
+        self.now -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()  # one Python object per storage while it lives
+                if id(storage) not in self.live:
+                    self.live[id(storage)] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._release, id(storage))
+        return out
+
+
+def resident_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def estimate_case(module, scheduler, sample, t, abar, target, dtype: str) -> dict:
+    """Peak tensor memory of one ``guided_output`` call with fake tensors (no compute): resident weights + the
+    peak of the tensors it creates, under the CPU's autocast rules. Shapes and dtypes only, no allocator."""
+    with PeakTensorBytes() as peak, torch.no_grad(), autocast(torch.device("cpu"), dtype):
+        try:
+            module.guided_output(scheduler, sample, t, abar, target, w=4.0)
+        except DataDependentOutputException:  # shape_gradient's finiteness check reads values: the forward and
+            pass                              # backward passes are done by then, the rest is latent-sized
+    resident = resident_bytes(module)
+    row = {"resident_gib": resident / GiB, "activations_gib": peak.peak / GiB,
+           "est_peak_gib": (resident + peak.peak) / GiB}
+    row["fits_24gb"] = ("likely" if row["est_peak_gib"] * SLACK + CONTEXT_GIB <= LIMIT_24GB else
+                        "tight" if row["est_peak_gib"] + CONTEXT_GIB <= LIMIT_24GB else "no")
+    return row
+
+
 def run_case(prior, extractor, batch: int, dtype: str, device: torch.device, warmup: int, iters: int,
-             steps: int = 1000) -> dict:
+             steps: int = 1000, estimate: bool = False) -> dict:
     """Warm-up + timed calls of ``guided_output`` for one configuration: peak memory and ms per iteration."""
     module = FeatureInversion(prior, extractor, num_inference_steps=steps, guidance_scale=4.0, clip_theta=2.0,
                               recurrence=8, progress=False).to(device)
@@ -244,11 +302,15 @@ def run_case(prior, extractor, batch: int, dtype: str, device: torch.device, war
     i = len(scheduler.timesteps) // 2
     t = scheduler.timesteps[i]
     generator = torch.Generator().manual_seed(0)
-    sample = (torch.randn(batch, *prior.sample_shape, generator=generator) * scheduler.init_noise_sigma).to(device)
-    abar = alpha_bar(scheduler, i).to(sample)
-    with torch.no_grad(), autocast(device, dtype):
-        dim = extractor(torch.rand(1, 3, 64, 64, generator=generator).to(device)).shape[1]
-    target = torch.randn(batch, dim, generator=generator).to(device)
+    abar = alpha_bar(scheduler, i)  # scheduler state stays real
+    with FakeTensorMode(allow_non_fake_inputs=True) if estimate else nullcontext():
+        sample = (torch.randn(batch, *prior.sample_shape, generator=generator) * scheduler.init_noise_sigma).to(device)
+        abar = abar.to(sample)
+        with torch.no_grad(), autocast(device, dtype):
+            dim = extractor(torch.rand(1, 3, 64, 64, generator=generator).to(device)).shape[1]
+        target = torch.randn(batch, dim, generator=generator).to(device)
+        if estimate:
+            return estimate_case(module, scheduler, sample, t, abar, target, dtype) | {"feature_dim": dim}
     out, times, nonfinite = None, [], 0
 
     def call():
@@ -308,9 +370,21 @@ def table(header: list[str], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def estimate_table(header: list[str], rows: list[dict]) -> str:
+    lines = header + ["", "| extractor | precision | batch | grad ckpt | resident GiB | peak of created tensors GiB | "
+                          "estimated peak GiB | fits 24 GB (est.) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = ([gib(r, "resident_gib"), gib(r, "activations_gib"), gib(r, "est_peak_gib"), r["fits_24gb"]]
+                 if "est_peak_gib" in r else ["-", "-", "-", r["error"]])
+        lines.append(f"| {r['extractor']} | {r['precision']} | {r['batch']} | {r['ckpt']} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny configs (CPU test of the script)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="no GPU: peak tensor memory with fake tensors on the CPU (shapes only, no compute)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtypes", default="bf16", help="comma list of bf16 (autocast) and fp32")
     parser.add_argument("--batches", default="1,4")
@@ -325,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     scale = "tiny" if args.tiny else "full"
     iters = args.iters or (1 if args.tiny else 3)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cpu" if args.estimate else args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.tiny and device.type == "cpu":
         torch.set_num_threads(1)  # tiny models: more threads only add overhead
     dtypes, batches = args.dtypes.split(","), [int(b) for b in args.batches.split(",")]
@@ -335,13 +409,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--dtypes from bf16,fp32; --extractors from {','.join(EXTRACTORS[scale])}")
     out_dir = Path(args.out or os.environ.get("OUT") or ROOT / "runs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    md_path, jsonl_path = out_dir / "memory.md", out_dir / "memory.jsonl"
+    stem = "memory-estimate" if args.estimate else "memory"
+    md_path, jsonl_path = out_dir / f"{stem}.md", out_dir / f"{stem}.jsonl"
+    render = estimate_table if args.estimate else table
     jsonl_path.write_text("")
 
     import diffusers
     gpu = (f"{torch.cuda.get_device_name(device)}, "
            f"{torch.cuda.get_device_properties(device).total_memory / GiB:.1f} GiB"
-           if device.type == "cuda" else f"none (CPU: {platform.processor() or platform.machine()}; memory n/a)")
+           if device.type == "cuda" else f"none (CPU: {platform.processor() or platform.machine()}"
+           + ("; fake tensors: shapes and dtypes only, CPU autocast rules, no allocator)" if args.estimate else
+              "; memory n/a)"))
     print(f"[memory] device {device}: {gpu}", flush=True)
 
     tmp = None
@@ -372,9 +450,9 @@ def main(argv: list[str] | None = None) -> int:
 
     matmul = getattr(torch.backends.cuda.matmul, "allow_tf32", None)
     header = [
-        "# Peak memory of one guided iteration (" + ("TINY stand-in configs: a test of the script, not a measurement"
-                                                     if args.tiny else "SD 1.5 at 512x512; random weights of the real "
-                                                     "architectures") + ")", "",
+        ("# ESTIMATED peak" if args.estimate else "# Peak") + " memory of one guided iteration ("
+        + ("TINY stand-in configs: a test of the script, not a measurement" if args.tiny
+           else "SD 1.5 at 512x512; random weights of the real architectures") + ")", "",
         f"- command: `python benchmarks/memory.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"- GPU: {gpu}",
         f"- torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
@@ -391,7 +469,15 @@ def main(argv: list[str] | None = None) -> int:
         "timed calls; resident = allocated before them (weights of the prior and the extractor + the last call's "
         "outputs); device used = total - free right after them (reserved + CUDA context); fits 24 GB: yes = device "
         "used <= 24e9 bytes, tight = only peak alloc + context fits (the allocator would have to run without slack), "
-        "no = neither",
+        "no = neither" if not args.estimate else
+        "- per case: one `guided_output` call on fake tensors (torch FakeTensorMode: no values, no compute); "
+        "resident = parameters + buffers of the prior (UNet, whole VAE) and the extractor; peak of created tensors = "
+        "the most bytes of storages created by the call alive at once (activations saved for the backward pass, "
+        "autocast copies of weights, gradients); estimated peak = the sum, what `max_memory_allocated` would show "
+        "if the GPU's kernels made the same tensors. Not counted: the CUDA context, cuDNN/cuBLAS workspaces, "
+        "allocator rounding and fragmentation; CPU autocast keeps GroupNorm/LayerNorm outputs in bf16 where CUDA "
+        f"autocast gives float32. fits 24 GB (est.): likely = estimated peak x {SLACK} (allocator slack) + "
+        f"{CONTEXT_GIB} GiB (context) <= 22.35 GiB (24e9 bytes), tight = only without the slack, no = neither",
     ]
     rows = []
     for dtype in dtypes:
@@ -409,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                         free(device)
                         error = None
                         try:
-                            row |= run_case(prior, extractor, batch, dtype, device, args.warmup, iters)
+                            row |= run_case(prior, extractor, batch, dtype, device, args.warmup, iters,
+                                            estimate=args.estimate)
                         except torch.OutOfMemoryError as err:
                             error, row["oom"] = f"out of memory: {str(err).splitlines()[0][:120]}", True
                         except RuntimeError as err:
@@ -421,11 +508,11 @@ def main(argv: list[str] | None = None) -> int:
                     print("[memory] " + json.dumps(row), flush=True)
                     with jsonl_path.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-                    md_path.write_text(table(header, rows))
+                    md_path.write_text(render(header, rows))
             extractor.to("cpu")
             free(device)
     set_checkpointing(prior, False)
-    text = table(header, rows)
+    text = render(header, rows)
     md_path.write_text(text)
     print(text)
     print(f"[memory] wrote {md_path} and {jsonl_path} in {time.perf_counter() - began:.0f} s total", flush=True)

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 EXTRACTORS = ["clip_rn50", "resnet50", "vit_h14_518"]
@@ -27,3 +29,24 @@ def test_memory_script_tiny_runs_every_case(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "memory.jsonl").read_text().splitlines()]
     assert [(r["extractor"], r["batch"], r["ckpt"]) for r in rows] == cases
     assert all(r["finite"] and r["ms"] > 0 and "error" not in r for r in rows)
+
+
+def test_memory_estimate_tiny_counts_batch_and_checkpointing(tmp_path):
+    """--estimate (fake tensors, no GPU): every case has a number; a larger batch needs more, gradient checkpointing
+    of the UNet and VAE less, and the estimate is the resident weights plus the peak of the created tensors."""
+    env = {k: v for k, v in os.environ.items() if k != "OUT"} | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "benchmarks/memory.py", "--tiny", "--estimate", "--out", str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "# ESTIMATED peak memory" in (tmp_path / "memory-estimate.md").read_text()
+    rows = {(r["extractor"], r["batch"], r["ckpt"]): r
+            for r in map(json.loads, (tmp_path / "memory-estimate.jsonl").read_text().splitlines())}
+    assert len(rows) == 12 and all("error" not in r for r in rows.values())
+    for name in EXTRACTORS:
+        for ckpt in ("off", "on"):
+            assert rows[name, 4, ckpt]["activations_gib"] > rows[name, 1, ckpt]["activations_gib"]
+        for batch in (1, 4):
+            assert rows[name, batch, "on"]["activations_gib"] < rows[name, batch, "off"]["activations_gib"]
+    for r in rows.values():
+        assert r["est_peak_gib"] == pytest.approx(r["resident_gib"] + r["activations_gib"])
+        assert r["activations_gib"] > 0 and r["resident_gib"] > 0
