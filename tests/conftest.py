@@ -115,9 +115,10 @@ TINY_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "
               "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
 
 
-def save_stable_diffusion(folder: Path, size: int = 8) -> Path:
+def save_stable_diffusion(folder: Path, size: int = 8, v2: bool = False) -> Path:
     """A tiny Stable-Diffusion-like folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/):
-    latents 4 x size x size, images 3 x 2size x 2size, SD 1.x's scheduler config."""
+    latents 4 x size x size, images 3 x 2size x 2size, SD 1.x's scheduler config; ``v2``: the SD 2.x differences
+    (v-prediction, linear attention projections, per-block head counts, upcast attention, GELU text encoder)."""
     import json
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -129,16 +130,19 @@ def save_stable_diffusion(folder: Path, size: int = 8) -> Path:
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(TINY_VOCAB), hidden_size=32, intermediate_size=37,
                                                 num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
-                                                bos_token_id=21, eos_token_id=22, pad_token_id=22))
+                                                bos_token_id=21, eos_token_id=22, pad_token_id=22,
+                                                hidden_act="gelu" if v2 else "quick_gelu"))
+    sd2 = dict(use_linear_projection=True, attention_head_dim=(2, 4), upcast_attention=True) if v2 else {}
     unet = UNet2DConditionModel(sample_size=size, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=32,
-                                attention_head_dim=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **{"attention_head_dim": 4} | sd2)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
                         norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, sample_size=2 * size, scaling_factor=0.18215)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
+                              set_alpha_to_one=False, steps_offset=1,
+                              prediction_type="v_prediction" if v2 else "epsilon")
     StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                             safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(folder)
@@ -149,6 +153,12 @@ def save_stable_diffusion(folder: Path, size: int = 8) -> Path:
 def sd_prior(tmp_path_factory) -> Path:
     """A tiny Stable Diffusion folder: 16x16 RGB images from 8x8x4 latents, empty-prompt text conditioning."""
     return save_stable_diffusion(tmp_path_factory.mktemp("sd_prior"))
+
+
+@pytest.fixture(scope="session")
+def sd2_prior(tmp_path_factory) -> Path:
+    """The tiny SD folder with SD 2.x's differences (v-prediction scheduler, linear projections, upcast attention)."""
+    return save_stable_diffusion(tmp_path_factory.mktemp("sd2_prior"), v2=True)
 
 
 @pytest.fixture(scope="session")

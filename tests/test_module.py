@@ -5,7 +5,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 from lightning.pytorch import Trainer
 
 from conftest import batch_of, build_module, save_pixel_prior, write_images
-from lit_featinv import CosineDistance, FeatureInversion, LatentDiffusionPrior, TargetData, TimmExtractor
+from lit_featinv import CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TargetData, TimmExtractor
 from lit_featinv.sampling import sample_seed
 
 
@@ -72,6 +72,31 @@ def test_other_prediction_types_run(tmp_path, timm_dir, image_dir, kind):
     module.on_predict_start()
     rec = module.predict_step(batch_of(image_dir, limit=1))[0]
     assert np.isfinite(rec["metrics"]["cosine"])
+
+
+class AsVelocity(DiffusionPrior):
+    """The same denoiser, reporting v = (eps - sqrt(1 - abar) x_t) / sqrt(abar) instead of its noise prediction."""
+
+    def denoise(self, sample, t):
+        abar = self.scheduler.alphas_cumprod[t].to(sample)
+        return (super().denoise(sample, t) - (1 - abar).sqrt() * sample) / abar.sqrt()
+
+
+@pytest.mark.parametrize("scheduler", ["diffusers.DDIMScheduler", "diffusers.DDPMScheduler"])
+def test_guided_images_do_not_depend_on_the_prediction_type(pixel_prior, timm_dir, scheduler):
+    """One denoiser seen as an epsilon model and as a v model: guidance (w > 0, K = 2) gives the same images."""
+    images = []
+    for prior in (DiffusionPrior(str(pixel_prior), scheduler=scheduler),
+                  AsVelocity(str(pixel_prior), scheduler=scheduler, scheduler_config={"prediction_type": "v_prediction"})):
+        module = FeatureInversion(prior, TimmExtractor(f"local-dir:{timm_dir}"), num_inference_steps=5,
+                                  guidance_scale=1.0, recurrence=2, progress=False)
+        module.on_predict_start()
+        target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(0))
+        images.append(module.generate(target, [1, 2])["image"])
+    unguided = FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler), module.extractor,
+                                num_inference_steps=5, guidance_scale=0.0, recurrence=2, progress=False)
+    assert (images[0] - unguided.generate(target, [1, 2])["image"]).abs().max() > 1e-2  # guidance did something
+    torch.testing.assert_close(images[1], images[0], atol=1e-4, rtol=0)
 
 
 def test_latent_prior_decodes_inside_the_loop(latent_prior, timm_dir, image_dir):

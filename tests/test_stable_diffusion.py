@@ -28,9 +28,12 @@ def test_prompt_is_encoded_once_and_the_text_encoder_dropped(sd_prior):
     assert image.shape == (2, 3, 16, 16)
 
 
-@pytest.mark.parametrize("prompt", ["", "lower newer"])
-def test_unguided_loop_reproduces_the_diffusers_pipeline(sd_prior, timm_dir, prompt):
+@pytest.mark.parametrize("version, prompt", [("sd_prior", ""), ("sd_prior", "lower newer"), ("sd2_prior", "")])
+def test_unguided_loop_reproduces_the_diffusers_pipeline(request, timm_dir, version, prompt):
+    """SD 1.x (epsilon) and SD 2.x (v-prediction) folders: w = 0, K = 1 is StableDiffusionPipeline, no CFG."""
+    sd_prior = request.getfixturevalue(version)
     prior = StableDiffusionPrior(str(sd_prior), prompt=prompt)
+    assert prior.scheduler.config.prediction_type == ("v_prediction" if version == "sd2_prior" else "epsilon")
     module = FeatureInversion(prior, TimmExtractor(f"local-dir:{timm_dir}"), num_inference_steps=10, guidance_scale=0.0,
                               recurrence=1, progress=False)
     seed = sample_seed(0, "x", 0)
