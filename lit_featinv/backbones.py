@@ -16,6 +16,8 @@ class DiffusionPrior(nn.Module):
         scheduler: diffusers scheduler class that steps the reverse process, configured from the
             model's own ``scheduler/`` config (e.g. ``diffusers.DDIMScheduler``, ``diffusers.DDPMScheduler``).
         scheduler_config: overrides of that config (e.g. ``{timestep_spacing: trailing}``).
+        unet_subfolder, scheduler_subfolder: where the UNet's and the scheduler's configs are; ``null`` for a
+            repository that keeps them at its top level (``config.json``, ``scheduler_config.json``).
         gradient_checkpointing: recompute UNet activations in the backward pass to save memory.
     """
 
@@ -24,8 +26,9 @@ class DiffusionPrior(nn.Module):
         pretrained: str,
         scheduler: str = "diffusers.DDIMScheduler",
         scheduler_config: dict | None = None,
-        unet_subfolder: str = "unet",
+        unet_subfolder: str | None = "unet",
         gradient_checkpointing: bool = False,
+        scheduler_subfolder: str | None = "scheduler",
     ):
         super().__init__()
         self.pretrained = pretrained
@@ -33,7 +36,7 @@ class DiffusionPrior(nn.Module):
                                     torch_dtype=torch.float32)
         scheduler_cls = import_object(scheduler, "diffusers")
         self.scheduler = load_pretrained(scheduler_cls, pretrained, "model.backbone.pretrained",
-                                         subfolder="scheduler", **(scheduler_config or {}))
+                                         subfolder=scheduler_subfolder, **(scheduler_config or {}))
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.requires_grad_(False).eval()
