@@ -56,6 +56,39 @@ def test_open_clip_unknown_tag_names_the_key(open_clip_name):
         OpenClipExtractor(open_clip_name, pretrained="missing/weights.pt")
 
 
+def test_open_clip_weights_offline_name_the_key(tmp_path, monkeypatch):
+    """RN50/openai (the paper's CLIP) with no network and an empty cache: one message naming the key and the file."""
+    import huggingface_hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"model.extractor: cannot create open_clip model 'RN50-quickgelu' with "
+                                           r"pretrained='openai':.*point model.extractor.pretrained at the local file"
+                                           r".*resnet50_clip.openai"):
+        OpenClipExtractor("RN50-quickgelu", pretrained="openai")
+
+
+def test_torchvision_weights_offline_name_the_key_then_load_from_the_hub_cache(tmp_path, monkeypatch):
+    """No network: one message with the key, the URL and the cache folder; a file put there is then used."""
+    import urllib.error
+    from torchvision.models import ResNet18_Weights
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = ResNet18_Weights.IMAGENET1K_V1.url
+    with pytest.raises(RuntimeError, match=rf"model.extractor.weights: cannot download resnet18 IMAGENET1K_V1 from "
+                                           rf"{url}; without a network, put that file in {tmp_path}/hub/checkpoints"):
+        TorchvisionExtractor("resnet18", weights="IMAGENET1K_V1")
+    torch.manual_seed(1)
+    weights = torchvision.models.resnet18().state_dict()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(weights, tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1])
+    ext = TorchvisionExtractor("resnet18", weights="IMAGENET1K_V1")
+    torch.testing.assert_close(ext.network.conv1.weight, weights["conv1.weight"])
+
+
 def test_torchvision_default_is_the_penultimate_feature_with_the_weights_transform():
     torch.manual_seed(0)
     ext = TorchvisionExtractor("resnet18")
