@@ -36,6 +36,9 @@ outputs in bf16 (CUDA autocast: float32). ``python benchmarks/memory.py --estima
 2 minutes on 2 CPU cores and 8 GB of memory; README "Benchmarks" has its table beside the one GPU measurement there
 is (docs/method.md: H200, ResNet-50, no checkpointing), which it matches within 8% except float32 at batch 1.
 
+``--no-vae-upcast``: the prior is built with ``vae_upcast=False`` (the VAE decodes in bf16 under autocast); results go
+to ``memory[-estimate]-vae-bf16.md`` / ``.jsonl``.
+
 ``--tiny``: the same code path with tiny configs (16x16 images, tiny CLIP-RN / ResNet-18 / ViT-B/16 at 32 px) on
 the CPU in a few seconds, for tests (tests/test_memory_script.py); CPU memory is not measured (n/a).
 
@@ -383,6 +386,8 @@ def estimate_table(header: list[str], rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny configs (CPU test of the script)")
+    parser.add_argument("--no-vae-upcast", action="store_true",
+                        help="StableDiffusionPrior(vae_upcast=False): the VAE decodes in bf16 under autocast")
     parser.add_argument("--estimate", action="store_true",
                         help="no GPU: peak tensor memory with fake tensors on the CPU (shapes only, no compute)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -409,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--dtypes from bf16,fp32; --extractors from {','.join(EXTRACTORS[scale])}")
     out_dir = Path(args.out or os.environ.get("OUT") or ROOT / "runs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "memory-estimate" if args.estimate else "memory"
+    stem = ("memory-estimate" if args.estimate else "memory") + ("-vae-bf16" if args.no_vae_upcast else "")
     md_path, jsonl_path = out_dir / f"{stem}.md", out_dir / f"{stem}.jsonl"
     render = estimate_table if args.estimate else table
     jsonl_path.write_text("")
@@ -435,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[memory] built random SD ({scale}) in {folder} in {time.perf_counter() - start:.1f} s", flush=True)
         start = time.perf_counter()
         scheduler_cls, scheduler_config = PRIOR_SCHEDULER
-        prior = StableDiffusionPrior(str(folder), scheduler=scheduler_cls, scheduler_config=scheduler_config).to(device)
+        prior = StableDiffusionPrior(str(folder), scheduler=scheduler_cls, scheduler_config=scheduler_config,
+                                     vae_upcast=False if args.no_vae_upcast else None).to(device)
         print(f"[memory] loaded the prior in {time.perf_counter() - start:.1f} s", flush=True)
     finally:
         if tmp:
@@ -460,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}",
         f"- prior: UNet {millions(prior.unet):.1f}M + VAE {millions(prior.vae):.1f}M parameters (decoder "
         f"{millions(prior.vae.decoder):.1f}M), float32 weights, latents {tuple(prior.sample_shape)}, VAE force_upcast "
-        f"{getattr(prior.vae.config, 'force_upcast', False)} (decoder in float32 under autocast); "
+        f"{getattr(prior.vae.config, 'force_upcast', False)}, vae_upcast {prior.vae_upcast} (decoder in "
+        f"{'bf16' if prior.vae_upcast is False else 'float32'} under autocast); "
         f"scheduler {PRIOR_SCHEDULER[0]} 1000 steps, t = the middle one, w = 4",
         "- extractors: " + "; ".join(f"{n} = {EXTRACTORS[scale][n][0]}, {millions(e.network):.1f}M parameters, "
                                      f"input {e.preprocess.size} {e.preprocess.interpolation}"

@@ -64,14 +64,19 @@ class DiffusionPrior(nn.Module):
 class LatentDiffusionPrior(DiffusionPrior):
     """A latent diffusers model: UNet on ``AutoencoderKL`` latents, decoded by the VAE inside the loop.
 
-    The latent scale (and shift) come from the VAE config. With ``force_upcast`` in that config
-    the decoder runs in float32 even under bf16 autocast.
+    The latent scale (and shift) come from the VAE config.
+
+    Args:
+        vae_upcast: decode in float32 even under autocast. None: as the VAE config's ``force_upcast`` says (true
+            for SD 1.x/2.x, whose VAE overflows in float16). False under ``bf16-mixed`` decodes in bf16: the
+            decoder's share of GPU memory about halves (benchmarks/results/memory-estimate-vae-bf16.md).
     """
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
                  scheduler_config: dict | None = None, unet_subfolder: str = "unet", vae_subfolder: str = "vae",
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, vae_upcast: bool | None = None):
         super().__init__(pretrained, scheduler, scheduler_config, unet_subfolder, gradient_checkpointing)
+        self.vae_upcast = vae_upcast
         self.vae = load_pretrained(AutoencoderKL, pretrained, "model.backbone.pretrained", subfolder=vae_subfolder,
                                    torch_dtype=torch.float32)
         if gradient_checkpointing:
@@ -81,7 +86,7 @@ class LatentDiffusionPrior(DiffusionPrior):
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
         latents = sample / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-        if getattr(cfg, "force_upcast", False):
+        if getattr(cfg, "force_upcast", False) if self.vae_upcast is None else self.vae_upcast:
             with torch.autocast(sample.device.type, enabled=False):
                 return self.vae.decode(latents.float()).sample.float()
         return self.vae.decode(latents).sample.float()
@@ -114,11 +119,14 @@ class StableDiffusionPrior(LatentDiffusionPrior):
     Args:
         pretrained: hub id or local folder with ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
         prompt: the text conditioning of every step.
+        gradient_checkpointing, vae_upcast: as :class:`LatentDiffusionPrior`.
     """
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
-                 scheduler_config: dict | None = None, prompt: str = "", gradient_checkpointing: bool = False):
-        super().__init__(pretrained, scheduler, scheduler_config, gradient_checkpointing=gradient_checkpointing)
+                 scheduler_config: dict | None = None, prompt: str = "", gradient_checkpointing: bool = False,
+                 vae_upcast: bool | None = None):
+        super().__init__(pretrained, scheduler, scheduler_config, gradient_checkpointing=gradient_checkpointing,
+                         vae_upcast=vae_upcast)
         self.prompt = prompt
         self.register_buffer("prompt_embeds", encode_prompt(pretrained, prompt), persistent=False)
 

@@ -22,3 +22,20 @@ def test_guided_latent_ddpm_is_far_closer_than_unguided():
     prior = LatentDiffusionPrior(str(ZOO / "fmnist-ldm"))
     guided, unguided = mean_cosine(prior, 0.8, 2), mean_cosine(prior, 0.0, 1)
     assert guided > 0.8 and guided > unguided + 0.3, (guided, unguided)
+
+
+def test_vae_upcast_follows_the_config_unless_set():
+    """The zoo VAE says force_upcast: under bf16 autocast it decodes in float32 unless vae_upcast: false, which
+    decodes in bf16 to within a few 8-bit levels of the float32 image."""
+    import torch
+    images = {}
+    for upcast in (None, False):
+        prior = LatentDiffusionPrior(str(ZOO / "fmnist-ldm"), vae_upcast=upcast)
+        dtypes = []
+        prior.vae.decoder.conv_in.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+        z = torch.randn(4, *prior.sample_shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            images[upcast] = prior.decode(z)
+        assert dtypes == [torch.float32 if upcast is None else torch.bfloat16]
+        assert images[upcast].dtype == torch.float32
+    assert 0 < (images[False] - images[None]).abs().max() <= 0.05  # [-1, 1]; 0.05 = 6.4 levels of 255
