@@ -55,12 +55,14 @@ Run on a GPU machine (a later session with a lent H100/H200; the device tool, /w
          --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
          -d .whl diffusers==0.42.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.7.0
 
-2. One device call, ``carry: [".whl"]``, ``timeout_s: 480`` (the script stops starting cases after
-   ``--time-limit 330`` s and has always written what it measured)::
+2. One device call, ``carry: [".whl"]``, ``timeout_s: 560`` (each run stops starting cases after its
+   ``--time-limit`` and has always written what it measured; the second reuses the first's SD folder and measures
+   the ``vae_upcast=False`` variant in bf16)::
 
-       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 benchmarks/memory.py --dtypes bf16,fp32 --time-limit 330 2>&1 | tee $OUT/memory.log
+       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 benchmarks/memory.py --dtypes bf16,fp32 --time-limit 300 --folder /dev/shm/sd 2>&1 | tee $OUT/memory.log; python3 benchmarks/memory.py --no-vae-upcast --time-limit 60 --folder /dev/shm/sd 2>&1 | tee $OUT/memory-vae-bf16.log
 
-   then ``give_back``. The results come back as memory.md, memory.jsonl and memory.log under ``files_at``.
+   then ``give_back``. The results come back as memory.md/.jsonl/.log and memory-vae-bf16.md/.jsonl/.log under
+   ``files_at``; then compare them with benchmarks/results/memory-estimate*.md and replace README's estimate.
 
 Time on paper (H100; H200 figures from docs/method.md "Cost at full scale"): set-up -- random init of SD
 (1.07B parameters with the text encoder) and ViT-H/14 (632M) on 16 CPU cores, ~4.4 GB written to and read from
@@ -68,8 +70,8 @@ Time on paper (H100; H200 figures from docs/method.md "Cost at full scale"): set
 at 518 px (~1 TFLOP forward per image, ~3 with backward) adds roughly 10-30 ms per image in bf16; checkpointing
 adds ~30%. 12 bf16 cases x (1 warm-up + 3 timed) is then under a minute, first-call (cuDNN/cuBLAS) set-up
 included. float32 (TF32 off for matmuls; 1.1 s per iteration at batch 4 with ResNet-50 on an H200, ViT-H/14 adds
-perhaps 0.5 s) adds ~12 x 4 x <=2 s, about 1-1.5 min. Total ~3-4 min, well inside 480 s; bf16 runs first so a
-time limit drops float32 cases first. Heaviest case: ViT-H/14 at batch 4 in float32 without checkpointing,
+perhaps 0.5 s) adds ~12 x 4 x <=2 s, about 1-1.5 min. Total ~3-4 min (the second run ~1.5 min more), inside
+560 s; bf16 runs first so a time limit drops float32 cases first. Heaviest case: ViT-H/14 at batch 4 in float32 without checkpointing,
 estimated ~50 GiB (SD's 34 GiB + ~14 GiB of ViT activations), inside the H100's 80 GB; in bf16 ~36 GiB.
 Expected for the 24 GB question: bf16 batch 1 with ResNet-50 peaked at 11.1 GiB on the H200 (docs/method.md), and
 ViT-H/14 adds ~2.4 GiB of float32 weights and ~2 GiB of activations, so every preset's batch 1 should fit; float32
