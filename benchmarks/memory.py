@@ -71,8 +71,8 @@ at 518 px (~1 TFLOP forward per image, ~3 with backward) adds roughly 10-30 ms p
 adds ~30%. 12 bf16 cases x (1 warm-up + 3 timed) is then under a minute, first-call (cuDNN/cuBLAS) set-up
 included. float32 (TF32 off for matmuls; 1.1 s per iteration at batch 4 with ResNet-50 on an H200, ViT-H/14 adds
 perhaps 0.5 s) adds ~12 x 4 x <=2 s, about 1-1.5 min. Total ~3-4 min (the second run ~1.5 min more), inside
-560 s; bf16 runs first so a time limit drops float32 cases first. Heaviest case: ViT-H/14 at batch 4 in float32 without checkpointing,
-estimated ~50 GiB (SD's 34 GiB + ~14 GiB of ViT activations), inside the H100's 80 GB; in bf16 ~36 GiB.
+560 s; bf16 runs first so a time limit drops float32 cases first. Heaviest case: ViT-H/14 at batch 4 in float32
+without checkpointing, 45.6 GiB by ``--estimate`` (bf16: 38.8), inside the H100's 80 GB.
 Expected for the 24 GB question: bf16 batch 1 with ResNet-50 peaked at 11.1 GiB on the H200 (docs/method.md), and
 ViT-H/14 adds ~2.4 GiB of float32 weights and ~2 GiB of activations, so every preset's batch 1 should fit; float32
 batch 1 (23.9 GiB with ResNet-50) should not.
