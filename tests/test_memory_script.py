@@ -50,3 +50,22 @@ def test_memory_estimate_tiny_counts_batch_and_checkpointing(tmp_path):
     for r in rows.values():
         assert r["est_peak_gib"] == pytest.approx(r["resident_gib"] + r["activations_gib"])
         assert r["activations_gib"] > 0 and r["resident_gib"] > 0
+
+
+def test_peak_tensor_bytes_counts_frees_and_views():
+    """The --estimate tracker: storages count once (views share them) and leave when freed, fake or real."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from memory import PeakTensorBytes
+    for mode in (FakeTensorMode, None):
+        with mode() if mode else torch.device("cpu"):
+            with PeakTensorBytes() as tracker:
+                a = torch.zeros(1000)          # 4000 bytes
+                view = a[:10].view(2, 5)       # same storage
+                b = torch.zeros(500)           # 2000 -> 6000 live
+                del a, view
+                c = torch.zeros(250, dtype=torch.float64)  # 2000 -> 4000 live
+        assert (tracker.peak, tracker.now) == (6000, 4000), mode
+        del b, c
+        assert tracker.now == 0
