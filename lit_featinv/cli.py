@@ -1,6 +1,9 @@
 """``lit-featinv predict --config FILE.yaml``: LightningCLI with the Trainer defaults this job needs."""
 from __future__ import annotations
 
+import json
+import sys
+
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .data import TargetData
@@ -53,8 +56,31 @@ def main(args=None) -> None:
         raise SystemExit(f"lit-featinv: error: {str(root).strip(chr(39) + chr(34))}") from err
 
 
+def nested_nulls(args: list[str]) -> list[str]:
+    """``--A.init_args.B.init_args.key null`` -> ``--A.init_args.B {"init_args": {"key": null}}``: jsonargparse (4.53)
+    reads ``null`` given to a key of a class nested in another class's init_args as the string 'None'."""
+    out, i = [], 0
+    while i < len(args):
+        key, eq, value = args[i].partition("=")
+        width = 1 if eq else 2
+        if not eq and i + 1 < len(args):
+            value = args[i + 1]
+        prefix, _, name = key.rpartition(".init_args.")
+        if key.startswith("--") and ".init_args." in prefix and "." not in name and value == "null":
+            out += [prefix, json.dumps({"init_args": {name: None}})]
+            i += width
+        else:
+            out.append(args[i])
+            i += 1
+    return out
+
+
 def run(args=None) -> FeatInvCLI:
     """Build the CLI and run the subcommand (``predict``)."""
+    if args is None:
+        sys.argv[1:] = nested_nulls(sys.argv[1:])  # as typed (LightningCLI warns when given args and argv)
+    else:
+        args = nested_nulls(list(args))
     return FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
                       auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
                       save_config_kwargs={"overwrite": True}, args=args,

@@ -37,6 +37,21 @@ def test_every_shipped_config_parses_through_the_cli(config, capsys):
     assert printed["model"]["class_path"].startswith("lit_featinv.")
 
 
+def test_null_on_the_command_line_reaches_nested_classes(capsys):
+    """``null`` for a key of the extractor or the prior (classes inside the model's init_args) is None, not 'None'."""
+    config = ROOT / "configs" / "fmnist" / "latent_resnet.yaml"
+    with pytest.raises(SystemExit):
+        main(["predict", "--config", str(config), "--model.init_args.extractor.init_args.layer", "layer3",
+              "--model.init_args.extractor.init_args.layer=null", "--model.init_args.backbone.init_args.vae_upcast",
+              "false", "--model.init_args.backbone.init_args.vae_upcast", "null",
+              "--model.init_args.extractor.init_args.pool", "max", "--data.init_args.features", "null",
+              "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert printed["extractor"]["init_args"]["layer"] is None and printed["extractor"]["init_args"]["pool"] == "max"
+    assert printed["backbone"]["init_args"]["vae_upcast"] is None
+    assert printed["extractor"]["class_path"] == "lit_featinv.TimmExtractor"
+
+
 def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_path, pixel_prior, timm_dir, image_dir):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
