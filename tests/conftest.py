@@ -38,6 +38,19 @@ def save_pixel_prior(folder: Path, channels: int = 1, size: int = 16, prediction
     return folder
 
 
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """No hub and an empty Hugging Face cache (returned: put repositories in it as models--ORG--NAME/...)."""
+    import huggingface_hub
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
 @pytest.fixture(scope="session")
 def pixel_prior(tmp_path_factory) -> Path:
     """A tiny 1-channel 16x16 pixel DDPM folder (unet/, scheduler/)."""

@@ -144,18 +144,14 @@ def test_subclass_overrides_a_piece_without_copying_the_loop(pixel_prior, timm_d
     assert torch.equal(base.predict_step(batch)[0]["image"], sub.predict_step(batch)[0]["image"])
 
 
-def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, tmp_path, monkeypatch):
+def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, offline_hub):
     """A hub repository with config.json and scheduler_config.json at its top level (as google/ddpm-cat-256), here
     in an offline Hugging Face cache: unet_subfolder / scheduler_subfolder null load it by its id."""
-    import huggingface_hub
-    snapshot = tmp_path / "hub" / "models--someone--ddpm-flat" / "snapshots" / ("0" * 40)
+    snapshot = offline_hub / "models--someone--ddpm-flat" / "snapshots" / ("0" * 40)
     UNet2DModel.from_pretrained(pixel_prior, subfolder="unet").save_pretrained(snapshot)
     DDPMScheduler.from_pretrained(pixel_prior, subfolder="scheduler").save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(RuntimeError, match=r"model.backbone.pretrained: cannot load 'someone/ddpm-flat' \(unet/\)"):
         DiffusionPrior("someone/ddpm-flat")
     prior = DiffusionPrior("someone/ddpm-flat", unet_subfolder=None, scheduler_subfolder=None)

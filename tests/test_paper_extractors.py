@@ -56,12 +56,8 @@ def test_open_clip_unknown_tag_names_the_key(open_clip_name):
         OpenClipExtractor(open_clip_name, pretrained="missing/weights.pt")
 
 
-def test_open_clip_weights_offline_name_the_key(tmp_path, monkeypatch):
+def test_open_clip_weights_offline_name_the_key(offline_hub):
     """RN50/openai (the paper's CLIP) with no network and an empty cache: one message naming the key and the file."""
-    import huggingface_hub
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(RuntimeError, match=r"model.extractor: cannot create open_clip model 'RN50-quickgelu' with "
                                            r"pretrained='openai':.*point model.extractor.pretrained at the local file"
                                            r".*resnet50_clip.openai"):

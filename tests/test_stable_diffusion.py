@@ -67,11 +67,7 @@ def test_guided_bf16_autocast_runs(sd_prior, timm_dir):
     assert out["image"].dtype == torch.float32 and torch.isfinite(out["image"]).all()
 
 
-def test_unreachable_hub_id_fails_at_start_up_naming_the_key(monkeypatch, tmp_path):
-    import huggingface_hub
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+def test_unreachable_hub_id_fails_at_start_up_naming_the_key(offline_hub):
     expected = (r"model.backbone.pretrained: cannot load 'nobody/no-such-model'.*"
                 r"point model.backbone.pretrained at the local folder")
     with pytest.raises(RuntimeError, match=expected):
