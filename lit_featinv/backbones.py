@@ -68,8 +68,8 @@ class LatentDiffusionPrior(DiffusionPrior):
 
     Args:
         vae_upcast: decode in float32 even under autocast. None: as the VAE config's ``force_upcast`` says (true
-            for SD 1.x/2.x, whose VAE overflows in float16). False under ``bf16-mixed`` decodes in bf16: the
-            decoder's share of GPU memory about halves (benchmarks/results/memory-estimate-vae-bf16.md).
+            for SD 1.x/2.x, whose VAE overflows in float16). False under ``bf16-mixed`` decodes in bf16: less GPU
+            memory (estimated in benchmarks/results/memory-estimate-vae-bf16.md).
     """
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
