@@ -42,7 +42,7 @@ to ``memory[-estimate]-vae-bf16.md`` / ``.jsonl``.
 ``--tiny``: the same code path with tiny configs (16x16 images, tiny CLIP-RN / ResNet-18 / ViT-B/16 at 32 px) on
 the CPU in a few seconds, for tests (tests/test_memory_script.py); CPU memory is not measured (n/a).
 
-Run on a GPU machine (a later session with a lent H100/H200; the device tool, /work/.library/device/README.md):
+Run on a GPU machine (a later session with a lent H100/H200, through the device tool; see its README):
 
 1. Here, once, where pip reaches the index: the packages the GPU image lacks, as wheels, in ``.whl/`` (already in
    .gitignore). The image has torch, torchvision, timm, lightning, transformers, tokenizers, accelerate,
@@ -103,7 +103,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a plain checkout (the GPU machine does not install the package)
 
 from lit_featinv import FeatureInversion, OpenClipExtractor, StableDiffusionPrior, TorchvisionExtractor  # noqa: E402
-from lit_featinv.preprocess import Preprocess  # noqa: E402
 from lit_featinv.sampling import alpha_bar, fork  # noqa: E402
 
 GiB = 2**30
@@ -143,7 +142,8 @@ TEXT = {  # CLIP ViT-L/14's text tower (SD 1.x's text encoder)
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  clip_sample=False, steps_offset=1, prediction_type="epsilon")
 # The paper presets' prior (configs/paper/*.yaml): ancestral DDPM, fixed_large variance, no clamping.
-PRIOR_SCHEDULER = ("diffusers.DDPMScheduler", {"variance_type": "fixed_large", "clip_sample": False})
+PRIOR_SCHEDULER = ("diffusers.DDPMScheduler", {"timestep_spacing": "trailing", "variance_type": "fixed_large",
+                                              "clip_sample": False})  # as configs/paper/*.yaml
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
@@ -183,22 +183,35 @@ def scratch_dir(need_bytes: int) -> str:
     return tempfile.gettempdir()
 
 
-def paper_torchvision(name: str, weights: str | None, model_kwargs: dict | None = None) -> TorchvisionExtractor:
-    """A random-weight torchvision extractor with the preprocessing of the paper's weights (``weights.transforms()``),
-    built as ``TorchvisionExtractor(name, weights=...)`` builds it; 8-bit rounding on (the paper's ``quantize``)."""
+def preset_extractor_settings(preset: str) -> dict:
+    """``preprocess`` and ``autocast`` of the extractor of ``configs/paper/<preset>.yaml``: what the run uses."""
+    import yaml
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "paper" / f"{preset}.yaml").read_text())
+    args = config["model"]["init_args"]["extractor"]["init_args"]
+    return {"preprocess": args.get("preprocess") or {}, "autocast": args.get("autocast", False)}
+
+
+def paper_torchvision(name: str, weights: str | None, preset: str, model_kwargs: dict | None = None):
+    """A random-weight torchvision extractor with the preprocessing and precision of ``configs/paper/<preset>.yaml``
+    (over its weights' own ``weights.transforms()``), built as ``TorchvisionExtractor(name, weights=...)`` builds it."""
     from torchvision.models import get_model_weights
 
-    extractor = TorchvisionExtractor(name, weights=None, quantize=True, model_kwargs=model_kwargs)
+    settings = preset_extractor_settings(preset)
+    preprocess = {}
     if weights:  # with weights=None the crop comes from the network's image_size but resize/interpolation don't
         transform = get_model_weights(name)[weights].transforms()
-        crop, resize = transform.crop_size[0], transform.resize_size[0]
-        extractor.preprocess = Preprocess(size=(crop, crop), interpolation=transform.interpolation.value,
-                                          crop_pct=crop / resize, mean=transform.mean, std=transform.std,
-                                          quantize=True)
+        preprocess = {"resize": transform.resize_size[0], "crop": transform.crop_size[0],
+                      "interpolation": transform.interpolation.value}
+    extractor = TorchvisionExtractor(name, weights=None, preprocess=preprocess | settings["preprocess"],
+                                     autocast=settings["autocast"], model_kwargs=model_kwargs)
     size = getattr(extractor.network, "image_size", None)  # a ViT takes only its own size
     if size is not None and extractor.preprocess.size != (size, size):
         raise RuntimeError(f"{name}: preprocessing size {extractor.preprocess.size} != the network's {size}")
     return extractor
+
+
+def paper_clip(name: str) -> OpenClipExtractor:
+    return OpenClipExtractor(name, pretrained=None, **preset_extractor_settings("clip_rn50"))
 
 
 def tiny_clip() -> OpenClipExtractor:
@@ -207,23 +220,23 @@ def tiny_clip() -> OpenClipExtractor:
         path = Path(folder) / "tiny-clip-rn.json"
         path.write_text(json.dumps(TINY_CLIP))
         open_clip.add_model_config(path)
-        return OpenClipExtractor("tiny-clip-rn", pretrained=None, quantize=True)
+        return paper_clip("tiny-clip-rn")
 
 
-# name: (what it is, builder)
+# name: (what it is, builder); preprocessing and precision (autocast) as in configs/paper/*.yaml
 EXTRACTORS = {
     "full": {
-        "clip_rn50": ("open_clip RN50-quickgelu, 224 px",
-                      lambda: OpenClipExtractor("RN50-quickgelu", pretrained=None, quantize=True)),
-        "resnet50": ("torchvision resnet50 (IMAGENET1K_V1 preprocessing), 224 px",
-                     lambda: paper_torchvision("resnet50", "IMAGENET1K_V1")),
+        "clip_rn50": ("open_clip RN50-quickgelu, 224 px", lambda: paper_clip("RN50-quickgelu")),
+        "resnet50": ("torchvision resnet50, 224 px (configs/paper/resnet50.yaml preprocessing)",
+                     lambda: paper_torchvision("resnet50", "IMAGENET1K_V1", "resnet50")),
         "vit_h14_518": ("torchvision vit_h_14 (IMAGENET1K_SWAG_E2E_V1 preprocessing), 518 px",
-                        lambda: paper_torchvision("vit_h_14", "IMAGENET1K_SWAG_E2E_V1", {"image_size": 518})),
+                        lambda: paper_torchvision("vit_h_14", "IMAGENET1K_SWAG_E2E_V1", "vit_h14", {"image_size": 518})),
     },
     "tiny": {
         "clip_rn50": ("tiny open_clip modified ResNet, 32 px", tiny_clip),
-        "resnet50": ("torchvision resnet18, 224 px", lambda: paper_torchvision("resnet18", None)),
-        "vit_h14_518": ("torchvision vit_b_16, 32 px", lambda: paper_torchvision("vit_b_16", None, {"image_size": 32})),
+        "resnet50": ("torchvision resnet18, 224 px", lambda: paper_torchvision("resnet18", None, "resnet50")),
+        "vit_h14_518": ("torchvision vit_b_16, 32 px",
+                        lambda: paper_torchvision("vit_b_16", None, "vit_h14", {"image_size": 32})),
     },
 }
 

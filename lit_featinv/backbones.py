@@ -8,6 +8,13 @@ from torch import nn
 from .loading import import_object, load_pretrained
 
 
+def load_scheduler(pretrained: str, scheduler: str = "diffusers.DDIMScheduler", scheduler_config: dict | None = None,
+                   subfolder: str | None = "scheduler"):
+    """The diffusers ``scheduler`` class configured from the model's own scheduler config plus ``scheduler_config``."""
+    return load_pretrained(import_object(scheduler, "diffusers"), pretrained, "model.backbone.pretrained",
+                           subfolder=subfolder, **(scheduler_config or {}))
+
+
 class DiffusionPrior(nn.Module):
     """A pixel-space diffusers model (e.g. a ``DDPMPipeline`` folder): samples are images in [-1, 1].
 
@@ -15,7 +22,8 @@ class DiffusionPrior(nn.Module):
         pretrained: hub id or local folder with ``unet/`` and ``scheduler/`` subfolders.
         scheduler: diffusers scheduler class that steps the reverse process, configured from the
             model's own ``scheduler/`` config (e.g. ``diffusers.DDIMScheduler``, ``diffusers.DDPMScheduler``).
-        scheduler_config: overrides of that config (e.g. ``{timestep_spacing: trailing}``).
+        scheduler_config: overrides of that config (e.g. ``{timestep_spacing: trailing}``: Stable Diffusion's config has
+            ``steps_offset: 1``, which with 1000 "leading" steps would give timestep 1000, past the trained range).
         unet_subfolder, scheduler_subfolder: where the UNet's and the scheduler's configs are; ``null`` for a
             repository that keeps them at its top level (``config.json``, ``scheduler_config.json``).
         gradient_checkpointing: recompute UNet activations in the backward pass to save memory.
@@ -32,11 +40,9 @@ class DiffusionPrior(nn.Module):
     ):
         super().__init__()
         self.pretrained = pretrained
+        self.scheduler = load_scheduler(pretrained, scheduler, scheduler_config, scheduler_subfolder)
         self.unet = load_pretrained(AutoModel, pretrained, "model.backbone.pretrained", subfolder=unet_subfolder,
                                     torch_dtype=torch.float32)
-        scheduler_cls = import_object(scheduler, "diffusers")
-        self.scheduler = load_pretrained(scheduler_cls, pretrained, "model.backbone.pretrained",
-                                         subfolder=scheduler_subfolder, **(scheduler_config or {}))
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.requires_grad_(False).eval()
@@ -131,4 +137,5 @@ class StableDiffusionPrior(LatentDiffusionPrior):
         self.register_buffer("prompt_embeds", encode_prompt(pretrained, prompt), persistent=False)
 
     def unet_kwargs(self, batch_size: int) -> dict:
-        return {"encoder_hidden_states": self.prompt_embeds.expand(batch_size, -1, -1).to(self.unet.dtype)}
+        return {"encoder_hidden_states": self.prompt_embeds.expand(batch_size, -1, -1)}  # a buffer: moved and cast
+                                                                                            # with the UNet

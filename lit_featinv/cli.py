@@ -6,8 +6,12 @@ import sys
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from .backbones import DiffusionPrior, load_scheduler
 from .data import TargetData
+from .errors import ConfigError
+from .loading import import_object
 from .module import FeatureInversion
+from .sampling import check_timesteps
 from .writer import InversionWriter
 
 TRAINER_DEFAULTS = {
@@ -30,17 +34,35 @@ class FeatInvCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(InversionWriter, "writer")
 
+    def before_instantiate_classes(self) -> None:
+        check_before_loading(self.config[self.subcommand])
+
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         parser.set_defaults({"return_predictions": False})  # images go to disk, not into memory
         return parser
 
 
+def check_before_loading(config) -> None:
+    """Checks that need no model weights, run before any is loaded: the sampling schedule (scheduler config only)."""
+    model = config.get("model")
+    backbone = model.get("init_args", {}).get("backbone") if model else None
+    if not backbone or not backbone.get("class_path") or "num_inference_steps" not in model.init_args:
+        return
+    cls = import_object(backbone.class_path)
+    args = dict(backbone.get("init_args") or {})
+    if not (isinstance(cls, type) and issubclass(cls, DiffusionPrior)) or "pretrained" not in args:
+        return
+    scheduler = load_scheduler(args["pretrained"], args.get("scheduler", "diffusers.DDIMScheduler"),
+                               args.get("scheduler_config"), args.get("scheduler_subfolder", "scheduler"))
+    check_timesteps(scheduler, model.init_args.num_inference_steps)
+
+
 def config_error(err: BaseException) -> BaseException | None:
     """The innermost error in the chain of ``err`` that names a config key (jsonargparse and our loaders wrap)."""
     found = None
     while err is not None:
-        found = err if str(err).strip("'\"").startswith(CONFIG_KEYS) else found
+        found = err if isinstance(err, ConfigError) or str(err).strip("'\"").startswith(CONFIG_KEYS) else found
         err = err.__cause__ or err.__context__
     return found
 

@@ -1,19 +1,21 @@
 """Feature extractors: a frozen vision network (and layer) as a differentiable map image -> feature vector.
 
 Every extractor takes images in [0, 1] (any channel count, any size), applies its network's own
-preprocessing differentiably (:class:`~lit_featinv.preprocess.Preprocess`) and returns float32
-features of shape [B, D]. Subclass :class:`FeatureExtractor` to add a model family.
+preprocessing differentiably (:class:`~lit_featinv.preprocess.Preprocess`; ``preprocess`` overrides any of its
+arguments) and returns float32 features of shape [B, D]. Subclass :class:`FeatureExtractor` to add a model family.
 """
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .loading import check_source, offline_hint
-from .preprocess import Preprocess
+from .preprocess import Preprocess, center_crop_transform
 
 
 class _Captured(Exception):
@@ -71,22 +73,27 @@ def check_local_dir(model_name: str) -> None:
 class FeatureExtractor(nn.Module):
     """A frozen network + its preprocessing; ``forward(images in [0, 1]) -> features [B, D]``.
 
+    ``forward`` is the guidance path (differentiable); :meth:`measure` gives the float32 features that targets,
+    best-image choice and reported metrics use.
+
     Args:
         network: the vision network.
         preprocess: its input transform.
         layer: name of a submodule whose output is the feature (None: the network's output).
         pool: how to reduce a spatial map [B, C, H, W]: ``avg``, ``max`` or None (flatten).
         select: indices of the (flattened, pooled) feature to keep: a channel or neuron subset.
+        autocast: run the guidance forward and backward under the Trainer's mixed precision (e.g. bf16); False:
+            float32 whatever the precision (the authors ran ResNet-50 and ViT-H/14 in float32).
     """
 
     def __init__(self, network: nn.Module, preprocess: Preprocess, layer: str | None = None,
-                 pool: str | None = "avg", select: list[int] | None = None):
+                 pool: str | None = "avg", select: list[int] | None = None, autocast: bool = False):
         super().__init__()
         if pool not in ("avg", "max", None):
-            raise ValueError(f"model.extractor.pool: {pool!r} is not one of 'avg', 'max', null")
+            raise ConfigError("model.extractor.pool", f"{pool!r} is not one of 'avg', 'max', null")
         self.network = network.requires_grad_(False).eval()
         self.preprocess = preprocess
-        self.layer, self.pool = layer, pool
+        self.layer, self.pool, self.autocast = layer, pool, autocast
         self.select = list(select) if select is not None else None
 
     def train(self, mode: bool = True):
@@ -102,12 +109,19 @@ class FeatureExtractor(nn.Module):
         return capture(self.network, self.layer, lambda: self.run_network(x))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        f = self.features(self.preprocess(images))
+        with nullcontext() if self.autocast else torch.autocast(images.device.type, enabled=False):
+            f = self.features(self.preprocess(images))
         if f.ndim == 4 and self.pool == "avg":
             f = f.mean((2, 3))
         elif f.ndim == 4 and self.pool == "max":
             f = f.amax((2, 3))
         return self.select_features(f.flatten(1).float())
+
+    @torch.no_grad()
+    def measure(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [B, D] in float32 under any precision setting: for targets, scores and metrics."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self(images.float())
 
     def select_features(self, f: torch.Tensor) -> torch.Tensor:
         """Keep the ``select`` subset of features [B, D] (all when None)."""
@@ -122,12 +136,14 @@ class TimmExtractor(FeatureExtractor):
         pretrained: load its weights.
         layer: None for the pooled pre-classifier feature; an int for block ``layer`` through timm's
             ``forward_intermediates`` (blocks after it are pruned); a string for a named submodule.
+        preprocess: overrides of the model's own eval transform, any :class:`~lit_featinv.preprocess.Preprocess`
+            argument (``resize``, ``crop``, ``interpolation``, ``antialias``, ``quantize``, ``clamp``, ``mean``, ...).
         model_kwargs: extra ``timm.create_model`` arguments.
     """
 
     def __init__(self, model_name: str, pretrained: bool = True, layer: int | str | None = None,
-                 pool: str | None = "avg", select: list[int] | None = None, quantize: bool = False,
-                 model_kwargs: dict | None = None):
+                 pool: str | None = "avg", select: list[int] | None = None, preprocess: dict | None = None,
+                 autocast: bool = False, model_kwargs: dict | None = None):
         import timm
         from timm.data import resolve_data_config
 
@@ -137,13 +153,13 @@ class TimmExtractor(FeatureExtractor):
         except RuntimeError as err:
             raise RuntimeError(f"model.extractor.model_name: cannot create timm model {model_name!r}: {err}") from err
         cfg = resolve_data_config(model=network)
-        preprocess = Preprocess(size=cfg["input_size"][1:], interpolation=cfg["interpolation"],
-                                crop_pct=cfg.get("crop_pct", 1.0), mean=cfg["mean"], std=cfg["std"],
-                                in_chans=cfg["input_size"][0], quantize=quantize)
+        own = center_crop_transform(cfg["input_size"][1:], cfg.get("crop_pct", 1.0), interpolation=cfg["interpolation"],
+                                    mean=cfg["mean"], std=cfg["std"], in_chans=cfg["input_size"][0])
         block = layer if isinstance(layer, int) else None
         if block is not None:
             network.prune_intermediate_layers([block], prune_head=True)
-        super().__init__(network, preprocess, layer if isinstance(layer, str) else None, pool, select)
+        super().__init__(network, Preprocess.with_overrides(own, preprocess), layer if isinstance(layer, str) else None,
+                         pool, select, autocast)
         self.block = block
 
     def run_network(self, x: torch.Tensor):
@@ -158,24 +174,23 @@ class ModuleExtractor(FeatureExtractor):
     Args:
         module: the network, e.g. ``{class_path: torchvision.models.ResNet, init_args: {...}}``.
         weights: a ``.safetensors`` or ``torch.save`` state dict (None: the module's own init).
-        input_size: [channels, height, width] the network takes.
-        mean, std: normalisation of its [0, 1] input.
-        interpolation, crop_pct: its resize (see :class:`Preprocess`).
+        preprocess: its input transform (:class:`~lit_featinv.preprocess.Preprocess` arguments) over the default:
+            3 channels, shorter side to 224 (bilinear), center crop 224x224, ImageNet mean and std.
     """
 
+    DEFAULT_TRANSFORM = {"resize": 224, "crop": (224, 224), "interpolation": "bilinear", "in_chans": 3,
+                         "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
     def __init__(self, module: nn.Module, weights: str | None = None, layer: str | None = None,
-                 input_size: tuple[int, int, int] = (3, 224, 224), mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-                 std: tuple[float, ...] = (0.229, 0.224, 0.225), interpolation: str = "bilinear",
-                 crop_pct: float = 1.0, pool: str | None = "avg", select: list[int] | None = None,
-                 quantize: bool = False, strict: bool = True):
+                 pool: str | None = "avg", select: list[int] | None = None, preprocess: dict | None = None,
+                 autocast: bool = False, strict: bool = True):
         if weights is not None:
             try:
                 module.load_state_dict(load_state_dict(weights), strict=strict)
             except RuntimeError as err:
                 raise RuntimeError(f"model.extractor.weights: {os.fspath(weights)!r} does not fit the module: {err}") from err
-        preprocess = Preprocess(size=tuple(input_size[1:]), interpolation=interpolation, crop_pct=crop_pct,
-                                mean=mean, std=std, in_chans=input_size[0], quantize=quantize)
-        super().__init__(module, preprocess, layer, pool, select)
+        super().__init__(module, Preprocess.with_overrides(self.DEFAULT_TRANSFORM, preprocess), layer, pool, select,
+                         autocast)
 
 
 class OpenClipExtractor(FeatureExtractor):
@@ -187,12 +202,16 @@ class OpenClipExtractor(FeatureExtractor):
         model_name: open_clip name (``RN50-quickgelu`` for OpenAI's RN50), ``hf-hub:ORG/NAME`` or ``local-dir:FOLDER``.
         pretrained: weight tag (e.g. ``openai``) or checkpoint file; None: random weights.
         layer: a submodule of the CLIP model, e.g. ``visual.layer4`` (None: the image embedding).
+        preprocess: overrides of the model's own eval transform, any :class:`~lit_featinv.preprocess.Preprocess`
+            argument (``resize``, ``crop``, ``interpolation``, ``antialias``, ``quantize``, ``clamp``, ``mean``, ...).
+        autocast: the authors ran CLIP in float16 (OpenAI's ``clip.load`` on CUDA): true runs it under the Trainer's
+            mixed precision.
         model_kwargs: extra ``open_clip.create_model`` arguments.
     """
 
     def __init__(self, model_name: str, pretrained: str | None = None, layer: str | None = None,
-                 pool: str | None = "avg", select: list[int] | None = None, quantize: bool = False,
-                 model_kwargs: dict | None = None):
+                 pool: str | None = "avg", select: list[int] | None = None, preprocess: dict | None = None,
+                 autocast: bool = False, model_kwargs: dict | None = None):
         import open_clip
         from open_clip.transform import PreprocessCfg
 
@@ -213,9 +232,9 @@ class OpenClipExtractor(FeatureExtractor):
         if cfg.resize_mode not in ("shortest", "squash"):
             raise ValueError(f"model.extractor: open_clip resize_mode {cfg.resize_mode!r} is not supported")
         size = (cfg.size, cfg.size) if isinstance(cfg.size, int) else tuple(cfg.size)
-        preprocess = Preprocess(size=size, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std,
-                                resize_shorter=cfg.resize_mode == "shortest", in_chans=3, quantize=quantize)
-        super().__init__(network, preprocess, layer, pool, select)
+        own = {"resize": min(size) if cfg.resize_mode == "shortest" else size, "crop": size, "in_chans": 3,
+               "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}
+        super().__init__(network, Preprocess.with_overrides(own, preprocess), layer, pool, select, autocast)
         self.tokenizer = tokenizer
 
     def run_network(self, x: torch.Tensor):
@@ -227,7 +246,8 @@ class OpenClipExtractor(FeatureExtractor):
         if self.layer is not None:
             raise ValueError("data.prompts: text targets live in the joint embedding; set model.extractor.layer: null")
         tokens = self.tokenizer(texts).to(self.preprocess.mean.device)
-        return self.select_features(self.network.encode_text(tokens).float())
+        with torch.autocast(tokens.device.type, enabled=False):  # targets are float32 under any precision
+            return self.select_features(self.network.encode_text(tokens).float())
 
 
 def last_linear(network: nn.Module) -> str:
@@ -260,12 +280,14 @@ class TorchvisionExtractor(FeatureExtractor):
         layer: a graph node or module name (``torchvision.models.feature_extraction.get_graph_node_names``), e.g.
             ``layer4`` or ``layer4.2.relu_2``; later layers are dropped. None: the penultimate feature (the input
             of the last Linear layer, e.g. ``fc`` of a ResNet, ``heads.head`` of a ViT).
+        preprocess: overrides of the model's own eval transform, any :class:`~lit_featinv.preprocess.Preprocess`
+            argument (``resize``, ``crop``, ``interpolation``, ``antialias``, ``quantize``, ``clamp``, ``mean``, ...).
         model_kwargs: extra ``get_model`` arguments.
     """
 
     def __init__(self, model_name: str, weights: str | None = None, layer: str | None = None,
-                 pool: str | None = "avg", select: list[int] | None = None, quantize: bool = False,
-                 model_kwargs: dict | None = None):
+                 pool: str | None = "avg", select: list[int] | None = None, preprocess: dict | None = None,
+                 autocast: bool = False, model_kwargs: dict | None = None):
         from torchvision.models import get_model, get_model_weights
         from torchvision.transforms._presets import ImageClassification
 
@@ -281,12 +303,12 @@ class TorchvisionExtractor(FeatureExtractor):
         except OSError as err:  # the download failed
             raise RuntimeError(f"model.extractor.weights: cannot download {model_name} {weights} from {enum.url}; "
                                f"without a network, put that file in {torch.hub.get_dir()}/checkpoints. {err}") from err
-        transform = enum.transforms() if enum else ImageClassification(crop_size=getattr(network, "image_size", 224))
-        crop, resize = transform.crop_size[0], transform.resize_size[0]
-        preprocess = Preprocess(size=(crop, crop), interpolation=transform.interpolation.value, crop_pct=crop / resize,
-                                mean=transform.mean, std=transform.std, quantize=quantize)
+        size = getattr(network, "image_size", 224)
+        transform = enum.transforms() if enum else ImageClassification(crop_size=size, resize_size=max(256, size))
+        own = {"resize": transform.resize_size[0], "crop": transform.crop_size[0], "antialias": transform.antialias,
+               "interpolation": transform.interpolation.value, "mean": transform.mean, "std": transform.std}
         if layer is None:
             network.set_submodule(last_linear(network), nn.Identity())
         else:
             network = graph_node(network, layer)
-        super().__init__(network, preprocess, None, pool, select)
+        super().__init__(network, Preprocess.with_overrides(own, preprocess), None, pool, select, autocast)

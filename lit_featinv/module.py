@@ -13,12 +13,13 @@ from .backbones import DiffusionPrior
 from .extractors import FeatureExtractor
 from .images import to_uint8
 from .losses import FeatureLoss, SquaredL2, match_metrics
-from .sampling import (alpha_bar, fork, generators, in_sigma_space, join_prediction, renoise, sample_seed,
-                       split_prediction, step_kwargs)
+from .sampling import (alpha_bar, check_timesteps, fork, generators, in_sigma_space, join_prediction, renoise,
+                       sample_seed, split_prediction, step_kwargs)
 
 
 class BestImage:
-    """Per sample, the image with the smallest loss seen so far (ties go to the later one) and its step."""
+    """Per sample, the image (uint8, as it will be saved) with the smallest loss seen so far and its step; ties keep
+    the earlier image, as the authors' code does."""
 
     def __init__(self):
         self.image = self.loss = self.step = None
@@ -27,7 +28,7 @@ class BestImage:
         if self.image is None:
             self.image, self.loss, self.step = image, loss, torch.full(loss.shape, step, device=loss.device)
             return
-        better = loss <= self.loss
+        better = loss < self.loss
         self.image = torch.where(better.view(-1, *[1] * (image.ndim - 1)), image, self.image)
         self.loss = torch.where(better, loss, self.loss)
         self.step = torch.where(better, torch.full_like(self.step, step), self.step)
@@ -52,13 +53,20 @@ class FeatureInversion(LightningModule):
         samples_per_target: generations per target, each with its own seed.
         seed: run seed; a generation's noise depends only on (seed, sample id, generation index).
         eta: DDIM's eta (ignored by schedulers that take none).
+        best_from_guided: also score the clean estimate recomputed from the guided noise as a best-image candidate,
+            beside the estimate before guidance (the authors' choice; one more decode and network forward per
+            iteration).
         progress: show a progress bar over the steps of each batch.
+
+    Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
+    Trainer's precision; so are targets and the reported metrics.
     """
 
     def __init__(self, backbone: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
                  num_inference_steps: int = 50, guidance_scale: float = 0.5, rescale_grad: bool = True,
                  clip_theta: float = 3.0, recurrence: int = 8, early_steps: int = 0, early_recurrence: int = 1,
-                 samples_per_target: int = 1, seed: int = 0, eta: float = 0.0, progress: bool = True):
+                 samples_per_target: int = 1, seed: int = 0, eta: float = 0.0, best_from_guided: bool = False,
+                 progress: bool = True):
         super().__init__()
         if recurrence < 1 or early_recurrence < 1 or samples_per_target < 1 or num_inference_steps < 1:
             raise ValueError("model.recurrence, model.early_recurrence, model.samples_per_target and "
@@ -68,6 +76,8 @@ class FeatureInversion(LightningModule):
         self.rescale_grad, self.clip_theta = rescale_grad, clip_theta
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
+        self.best_from_guided = best_from_guided
+        check_timesteps(fork(backbone.scheduler), num_inference_steps)
         self.requires_grad_(False)
         self.feature_dim: int | None = None
 
@@ -101,22 +111,38 @@ class FeatureInversion(LightningModule):
 
     # ---- the guided loop ----------------------------------------------------------------------
     def guided_output(self, scheduler, sample, t, abar, target, w: float):
-        """One UNet call at timestep t, signal level abar: (guided model output, clean estimate in [0, 1], loss)."""
+        """One UNet call at timestep t, signal level abar: (guided model output, clean estimate before guidance as an
+        image in [0, 1], clean estimate recomputed from the guided noise (a sample, not decoded))."""
         kind = scheduler.config.prediction_type
         with torch.enable_grad():
             z = scheduler.scale_model_input(sample, t).detach().requires_grad_(w != 0)
             out = self.backbone.denoise(z, t)
             eps, x0 = split_prediction(out, z, abar, kind)
             image = self.to_image(x0)
-            loss = self.loss(self.extractor(image), target)
             if w == 0:
-                return out.detach(), image.detach(), loss.detach()
+                return out.detach(), image.detach(), x0.detach()
+            loss = self.loss(self.extractor(image), target)
             grad = torch.autograd.grad(loss.sum(), z)[0]
-        eps = eps.detach() + w * self.shape_gradient(grad, eps.detach())
-        return join_prediction(eps, z.detach(), abar, kind), image.detach(), loss.detach()
+        z, eps = z.detach(), eps.detach()
+        output = join_prediction(eps + w * self.shape_gradient(grad, eps), z, abar, kind)
+        return output, image.detach(), split_prediction(output, z, abar, kind)[1]
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] -> (uint8 images as they will be saved, their float32 loss to the target)."""
+        saved = to_uint8(images)
+        with torch.autocast(saved.device.type, enabled=False):
+            return saved, self.loss(self.extractor.measure(saved.float() / 255), target.float())
+
+    def track_best(self, best: BestImage, candidates: list[torch.Tensor], target: torch.Tensor, step: int) -> None:
+        """Score candidate images [B, ...] (earliest first) in one extractor call; keep each sample's best."""
+        saved, loss = self.score(torch.cat(candidates), target.repeat(len(candidates), 1))
+        for image, value in zip(saved.chunk(len(candidates)), loss.chunk(len(candidates))):
+            best.update(image, value, step)
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
-        """Guided reverse diffusion for targets [B, D] -> final and best images in [0, 1], and their bookkeeping."""
+        """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
+        their bookkeeping."""
         gens = generators(seeds)
         scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
@@ -129,8 +155,12 @@ class FeatureInversion(LightningModule):
             abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
             w, iterations = self.guidance_weight(i, t), self.iterations_at(i)
             for k in range(iterations):
-                output, image, loss = self.guided_output(scheduler, sample, t, abar, target, w)
-                best.update(image, loss, i)
+                output, image, guided_x0 = self.guided_output(scheduler, sample, t, abar, target, w)
+                candidates = [image]
+                if self.best_from_guided and w != 0:
+                    with torch.no_grad():
+                        candidates.append(self.to_image(guided_x0))
+                self.track_best(best, candidates, target, i)
                 last = k == iterations - 1
                 stepper = scheduler if last else fork(scheduler)
                 sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
@@ -139,7 +169,7 @@ class FeatureInversion(LightningModule):
                 nfe += 1
         with torch.no_grad():
             image = self.to_image(sample)
-            best.update(image, self.loss(self.extractor(image), target), len(timesteps))
+        self.track_best(best, [image], target, len(timesteps))
         return {"image": image, "best_image": best.image, "best_step": best.step, "nfe": nfe}
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
@@ -150,10 +180,8 @@ class FeatureInversion(LightningModule):
         seeds = [sample_seed(self.seed, batch["id"][n], j) for n, j in rows]
         expanded = target[[n for n, _ in rows]]
         out = self.generate(expanded, seeds)
-        final, best = to_uint8(out["image"]), to_uint8(out["best_image"])
-        with torch.no_grad():  # scored on the images as saved (8-bit)
-            scores = match_metrics(self.extractor(final.float() / 255), expanded)
-            best_scores = match_metrics(self.extractor(best.float() / 255), expanded)
+        final, best = to_uint8(out["image"]), out["best_image"]
+        scores, best_scores = self.metrics(final, expanded), self.metrics(best, expanded)
         seconds = (time.perf_counter() - start) / len(rows)
         records = []
         for r, (n, j) in enumerate(rows):
@@ -167,6 +195,12 @@ class FeatureInversion(LightningModule):
                             "metrics": metrics})
         return records
 
+    @torch.no_grad()
+    def metrics(self, saved: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Match of uint8 images (as saved) to their targets, in float32 under any precision."""
+        with torch.autocast(saved.device.type, enabled=False):
+            return match_metrics(self.extractor.measure(saved.float() / 255), target.float())
+
     # ---- targets ------------------------------------------------------------------------------
     @torch.no_grad()
     def targets(self, batch: dict) -> torch.Tensor:
@@ -178,7 +212,7 @@ class FeatureInversion(LightningModule):
             if text is not None:
                 f = next(encoded)
             elif feature is None:
-                f = self.extractor(image[None].to(self.device))[0]
+                f = self.extractor.measure(image[None].to(self.device))[0]
             else:
                 f = feature.to(self.device).float()
             if image is None and self.feature_dim is not None and f.numel() != self.feature_dim:
@@ -204,4 +238,4 @@ class FeatureInversion(LightningModule):
                                "(Trainer(inference_mode=False)); `lit-featinv predict` sets it by default")
         with torch.no_grad():  # the feature size, to check feature-file targets before any work
             image = self.to_image(torch.zeros(1, *self.backbone.sample_shape, device=self.device))
-            self.feature_dim = self.extractor(image).shape[1]
+            self.feature_dim = self.extractor.measure(image).shape[1]

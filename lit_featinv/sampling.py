@@ -6,11 +6,14 @@ so that any diffusers scheduler can be stepped unchanged with a guided model out
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import ConfigError
 
 
 def sample_seed(seed: int, sample_id: str, index: int) -> int:
@@ -88,9 +91,14 @@ def renoise(sample_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Te
     return ratio.sqrt() * sample_prev + (1 - ratio).sqrt() * noise
 
 
+@functools.lru_cache
+def step_parameters(scheduler_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(scheduler_class.step).parameters)
+
+
 def step_kwargs(scheduler, gens, **extra) -> dict:
     """Keyword arguments that this scheduler's ``step`` accepts (generator, eta, ...)."""
-    accepted = inspect.signature(scheduler.step).parameters
+    accepted = step_parameters(type(scheduler))
     kwargs = {"generator": gens, **extra}
     return {k: v for k, v in kwargs.items() if k in accepted}
 
@@ -98,3 +106,31 @@ def step_kwargs(scheduler, gens, **extra) -> dict:
 def fork(scheduler):
     """A copy of a stateful scheduler, to take a step at the same timestep again (self-recurrence)."""
     return copy.deepcopy(scheduler)
+
+
+def check_timesteps(scheduler, num_inference_steps: int, key: str = "model.backbone.scheduler_config") -> None:
+    """Refuse, naming the config key, a schedule the loop cannot run: a timestep outside the model's trained range
+    0..num_train_timesteps-1 (e.g. Stable Diffusion's ``steps_offset: 1`` with 1000 "leading" steps gives 1000),
+    repeated timesteps (second-order schedulers: one step must be one model call) or timesteps that do not decrease.
+    Sets ``scheduler``'s timesteps: pass a fork."""
+    name, config = type(scheduler).__name__, scheduler.config
+    train = config.num_train_timesteps
+    if num_inference_steps > train:
+        raise ConfigError("model.num_inference_steps", f"{num_inference_steps} is more than the {train} steps the "
+                                                       f"model was trained with (num_train_timesteps)")
+    try:
+        scheduler.set_timesteps(num_inference_steps)
+    except ValueError as err:
+        raise ConfigError(key, f"{name} cannot make {num_inference_steps} steps: {err}") from err
+    t = scheduler.timesteps.double()
+    where = (f"{name} with {num_inference_steps} steps (timestep_spacing {config.get('timestep_spacing', 'leading')!r}, "
+             f"steps_offset {config.get('steps_offset', 0)})")
+    outside = t[(t < 0) | (t >= train)]
+    if len(outside):
+        raise ConfigError(key, f"{where} gives timestep {outside[0].item():g}, outside the model's 0..{train - 1}; "
+                               f"set timestep_spacing: trailing (or steps_offset: 0) there")
+    if len(torch.unique(t)) != len(t):
+        raise ConfigError(key, f"{where} repeats timesteps (a second-order scheduler?); each step must be one model "
+                               f"call: use e.g. DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler")
+    if (t[1:] >= t[:-1]).any():
+        raise ConfigError(key, f"{where} gives timesteps that do not decrease: {t[:8].tolist()} ...")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +72,15 @@ def latent_prior(tmp_path_factory) -> Path:
     return folder
 
 
-def save_timm(folder: Path, name: str = "test_resnet", in_chans: int = 1, size: int = 16) -> Path:
+def save_timm(folder: Path, name: str = "test_resnet", in_chans: int = 1, size: int = 16, **model_args) -> Path:
     import timm
     from timm.models._hub import save_for_hf
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=10)
+    model_args = {"in_chans": in_chans, "num_classes": 10, **model_args}
+    model = timm.create_model(name, pretrained=False, **model_args)
     data_config = {"input_size": (in_chans, size, size), "interpolation": "bilinear", "crop_pct": 1.0,
                    "mean": (0.5,) * in_chans, "std": (0.25,) * in_chans}
-    save_for_hf(model, str(folder), model_args={"in_chans": in_chans, "num_classes": 10}, data_config=data_config,
+    save_for_hf(model, str(folder), model_args=model_args, data_config=data_config,
                 safe_serialization=True)
     return folder
 
@@ -113,8 +115,8 @@ def build_module(pixel_prior: Path, timm_dir: Path, **kwargs):
     options = dict(num_inference_steps=4, recurrence=2, guidance_scale=0.5, progress=False)
     options.update(kwargs)
     scheduler = options.pop("scheduler", "diffusers.DDIMScheduler")
-    return FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler),
-                            TimmExtractor(f"local-dir:{timm_dir}"), **options)
+    extractor = TimmExtractor(f"local-dir:{timm_dir}", preprocess=options.pop("preprocess", None))
+    return FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler), extractor, **options)
 
 
 def batch_of(folder: Path, limit: int | None = None) -> dict:
@@ -128,12 +130,25 @@ TINY_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "
               "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
 
 
+# The scheduler configs the hub serves (scheduler/scheduler_config.json), copied verbatim: CompVis/stable-diffusion-v1-4
+# (SD 1.x: PNDM, steps_offset 1) and stabilityai/stable-diffusion-2-1 (SD 2.x: DDIM, v-prediction).
+SD1_SCHEDULER = {"_class_name": "PNDMScheduler", "_diffusers_version": "0.7.0.dev0", "beta_end": 0.012,
+                 "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+                 "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+                 "clip_sample": False}
+SD2_SCHEDULER = {"_class_name": "DDIMScheduler", "_diffusers_version": "0.8.0", "beta_end": 0.012,
+                 "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+                 "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
+                 "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
+
+
 def save_stable_diffusion(folder: Path, size: int = 8, v2: bool = False) -> Path:
     """A tiny Stable-Diffusion-like folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/):
-    latents 4 x size x size, images 3 x 2size x 2size, SD 1.x's scheduler config; ``v2``: the SD 2.x differences
-    (v-prediction, linear attention projections, per-block head counts, upcast attention, GELU text encoder)."""
+    latents 4 x size x size, images 3 x 2size x 2size, with the real SD 1.x (or, ``v2``, SD 2.x) scheduler config;
+    ``v2`` also has SD 2.x's model differences (linear attention projections, per-block head counts, upcast
+    attention, GELU text encoder)."""
     import json
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     files = folder / "tokenizer"
     files.mkdir(parents=True)
@@ -153,12 +168,12 @@ def save_stable_diffusion(folder: Path, size: int = 8, v2: bool = False) -> Path
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
                         norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, sample_size=2 * size, scaling_factor=0.18215)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1,
-                              prediction_type="v_prediction" if v2 else "epsilon")
+    scheduler_config = SD2_SCHEDULER if v2 else SD1_SCHEDULER
+    scheduler = (DDIMScheduler if v2 else PNDMScheduler).from_config(scheduler_config)
     StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                             safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(folder)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))  # verbatim
     return folder
 
 
@@ -185,3 +200,31 @@ def open_clip_name(tmp_path_factory) -> str:
     (folder / "tiny-clip-rn.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder / "tiny-clip-rn.json")
     return "tiny-clip-rn"
+
+
+def register_tiny_torchvision() -> None:
+    """``tiny_resnet`` and ``tiny_vit`` in torchvision's model registry (``get_model``), random weights, 32 px, each
+    ending in a Linear classifier as torchvision's classifiers do: stand-ins for resnet50 and vit_h_14."""
+    from torch import nn
+    from torchvision.models import ResNet50_Weights, ViT_H_14_Weights
+    from torchvision.models._api import BUILTIN_MODELS, register_model
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    def tiny_resnet(*, weights: ResNet50_Weights | None = None, progress: bool = True, **kwargs):
+        torch.manual_seed(0)
+        return nn.Sequential(OrderedDict(conv1=nn.Conv2d(3, 8, 3, 2, 1), bn1=nn.BatchNorm2d(8), relu=nn.ReLU(),
+                                         layer1=nn.Conv2d(8, 16, 3, 2, 1), avgpool=nn.AdaptiveAvgPool2d(1),
+                                         flatten=nn.Flatten(), fc=nn.Linear(16, 10)))
+
+    def tiny_vit(*, weights: ViT_H_14_Weights | None = None, progress: bool = True, **kwargs):
+        torch.manual_seed(0)
+        return VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+
+    tiny_resnet.__annotations__["weights"] = ResNet50_Weights | None  # objects, not strings: get_model_weights reads them
+    tiny_vit.__annotations__["weights"] = ViT_H_14_Weights | None
+    for builder in (tiny_resnet, tiny_vit):
+        if builder.__name__ not in BUILTIN_MODELS:
+            register_model()(builder)
+
+
+register_tiny_torchvision()

@@ -143,3 +143,40 @@ def test_two_processes_give_the_same_images_as_one(tmp_path, pixel_prior, timm_d
     assert sorted(outputs[1]) == sorted(outputs[2]) and len(outputs[1]) == 6
     for key, image in outputs[1].items():
         assert (image - outputs[2][key]).abs().max() <= 1 / 255
+
+
+def test_reported_metrics_are_float32_under_bf16_mixed(tmp_path, pixel_prior, timm_dir, image_dir):
+    """Under bf16-mixed (here with the extractor's guidance pass in bf16 too), the cosine reported for a saved image
+    is the float32 cosine of that PNG to the float32 target feature, as a 32-true run computes it."""
+    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config["model"]["init_args"]["extractor"]["init_args"]["autocast"] = True
+    config["trainer"]["precision"] = "bf16-mixed"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    main(["predict", "--config", str(tmp_path / "run.yaml"), "--trainer.default_root_dir", str(tmp_path)])
+    out = tmp_path / "featinv"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ext = TimmExtractor(f"local-dir:{timm_dir}", autocast=True)
+    worst_bf16 = 0.0
+    for r in rows:
+        for name in ("image", "best_image"):
+            image, target = load_image(out / r[name])[None], load_image(r["target_image"])[None]
+            cosine = torch.nn.functional.cosine_similarity(ext.measure(image), ext.measure(target)).item()
+            assert abs(cosine - r["cosine" if name == "image" else "best_cosine"]) <= 1e-4
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # what a bf16 measurement would say
+                bf16 = torch.nn.functional.cosine_similarity(ext(image), ext(target)).item()
+            worst_bf16 = max(worst_bf16, abs(bf16 - cosine))
+    assert worst_bf16 > 1e-4  # so the 1e-4 above tells float32 from bf16 metrics
+
+
+def test_preprocess_override_it_cannot_take_is_one_line(tmp_path, pixel_prior, timm_dir, image_dir):
+    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config["model"]["init_args"]["extractor"]["init_args"]["preprocess"] = {"resize": 8, "crop": 16}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--config", str(tmp_path / "bad.yaml")])
+    assert str(stop.value) == ("lit-featinv: error: model.extractor.preprocess.crop: [16, 16] is larger than the "
+                               "resize to 8: the crop must fit inside the resized image")
+    with pytest.raises(SystemExit) as stop:  # from the command line too
+        main(["predict", "--config", str(tmp_path / "bad.yaml"), "--model.init_args.extractor.init_args.preprocess",
+              '{"resize": 16, "crop": 16, "interpolation": "lanczos"}'])
+    assert str(stop.value).startswith("lit-featinv: error: model.extractor.preprocess.interpolation: 'lanczos' is not")

@@ -54,7 +54,7 @@ def test_module_extractor_loads_weights_and_takes_a_submodule(tmp_path, suffix):
     (save_file if suffix == ".safetensors" else torch.save)(net.state_dict(), str(path))
     torch.manual_seed(1)
     ext = ModuleExtractor(torchvision.models.resnet18(weights=None, num_classes=10), weights=str(path),
-                          layer="avgpool", input_size=(3, 32, 32))
+                          layer="avgpool", preprocess={"resize": 32, "crop": 32})
     x = torch.rand(2, 3, 32, 32)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():

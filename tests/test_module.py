@@ -6,6 +6,8 @@ from lightning.pytorch import Trainer
 
 from conftest import batch_of, build_module, save_pixel_prior, write_images
 from lit_featinv import CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TargetData, TimmExtractor
+from lit_featinv.images import to_uint8
+from lit_featinv.module import BestImage
 from lit_featinv.sampling import sample_seed
 
 
@@ -55,14 +57,59 @@ def test_guidance_lowers_the_loss(pixel_prior, timm_dir, image_dir):
     assert losses[1.0] < losses[0.0]
 
 
-def test_best_image_is_at_least_as_close_as_an_estimate(pixel_prior, timm_dir, image_dir):
-    module = build_module(pixel_prior, timm_dir)
+def test_best_image_ties_keep_the_earlier_image():
+    best = BestImage()
+    first, second, third = (torch.full((2, 1, 2, 2), v, dtype=torch.uint8) for v in (1, 2, 3))
+    best.update(first, torch.tensor([1.0, 2.0]), 0)
+    best.update(second, torch.tensor([1.0, 1.5]), 1)  # sample 0 ties: keeps the earlier image
+    best.update(third, torch.tensor([0.5, 1.5]), 2)   # sample 1 ties: keeps step 1
+    assert best.step.tolist() == [2, 1]
+    assert best.image[0].eq(3).all() and best.image[1].eq(2).all()
+
+
+class Recording(FeatureInversion):
+    """Keeps every best-image candidate, as it will be saved, in the order it was offered."""
+
+    def track_best(self, best, candidates, target, step):
+        self.offered = getattr(self, "offered", []) + [to_uint8(c) for c in candidates]
+        super().track_best(best, candidates, target, step)
+
+
+@pytest.mark.parametrize("best_from_guided", [False, True])
+def test_best_image_as_saved_is_never_worse_than_any_candidate(pixel_prior, timm_dir, best_from_guided):
+    """Candidates per iteration: the estimate before guidance (and the one from the guided noise), then the final
+    image; the saved best image's float32 loss is the smallest of all of them, as saved."""
+    base = build_module(pixel_prior, timm_dir, guidance_scale=2.0, preprocess={"quantize": True})
+    module = Recording(base.backbone, base.extractor, num_inference_steps=4, recurrence=2, guidance_scale=2.0,
+                       best_from_guided=best_from_guided, progress=False)
     module.on_predict_start()
-    for rec in module.predict_step(batch_of(image_dir, limit=1)):
-        m = rec["metrics"]
-        assert m["nfe"] == 4 * 2 and 0 <= m["best_step"] <= 4
-        if m["best_step"] == 4:  # the final image itself
-            assert torch.equal(rec["best_image"], rec["image"])
+    target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(0))
+    out = module.generate(target, [1, 2])
+    per_iteration = 2 if best_from_guided else 1
+    assert len(module.offered) == 4 * 2 * per_iteration + 1
+    losses = torch.stack([module.score(c.float() / 255, target)[1] for c in module.offered])  # [candidates, B]
+    best_loss = module.score(out["best_image"].float() / 255, target)[1]
+    final_loss = module.score(out["image"], target)[1]
+    assert (best_loss <= losses.min(0).values * (1 + 1e-6)).all()  # float noise of batched vs single forwards
+    assert (best_loss <= final_loss * (1 + 1e-6)).all()
+    first_best = losses.argmin(0)  # argmin returns the first minimum: the earlier image wins ties
+    for n in range(2):
+        assert torch.equal(out["best_image"][n], module.offered[first_best[n]][n])
+
+
+def test_guided_candidate_is_the_clean_estimate_of_the_guided_noise(pixel_prior, timm_dir):
+    module = build_module(pixel_prior, timm_dir, guidance_scale=2.0)
+    module.on_predict_start()
+    scheduler = module.backbone.scheduler
+    scheduler.set_timesteps(4)
+    t, abar = scheduler.timesteps[1], scheduler.alphas_cumprod[scheduler.timesteps[1]]
+    sample = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    output, image, guided_x0 = module.guided_output(scheduler, sample, t, abar, torch.randn(1, module.feature_dim), 2.0)
+    torch.testing.assert_close(guided_x0, (sample - (1 - abar).sqrt() * output) / abar.sqrt())  # epsilon model
+    with torch.no_grad():
+        eps = module.backbone.denoise(sample, t)
+    torch.testing.assert_close(image, module.to_image((sample - (1 - abar).sqrt() * eps) / abar.sqrt()))
+    assert (output - eps).abs().max() > 1e-3  # guidance moved the noise estimate
 
 
 @pytest.mark.parametrize("kind", ["v_prediction", "sample"])
@@ -152,7 +199,7 @@ def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, offline_h
     DDPMScheduler.from_pretrained(pixel_prior, subfolder="scheduler").save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    with pytest.raises(RuntimeError, match=r"model.backbone.pretrained: cannot load 'someone/ddpm-flat' \(unet/\)"):
+    with pytest.raises(RuntimeError, match=r"model.backbone.pretrained: cannot load 'someone/ddpm-flat' \(scheduler/\)"):
         DiffusionPrior("someone/ddpm-flat")
     prior = DiffusionPrior("someone/ddpm-flat", unet_subfolder=None, scheduler_subfolder=None)
     reference = DiffusionPrior(str(pixel_prior))

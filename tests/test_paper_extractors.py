@@ -1,6 +1,7 @@
 """The paper's target networks (open_clip CLIP, torchvision ResNet / ViT), tiny or random: features, layers,
 preprocessing from each model's own eval transform, and text targets."""
 import numpy as np
+import torch.nn.functional as F
 import open_clip
 import pytest
 import torch
@@ -129,12 +130,13 @@ def test_torchvision_layer_is_a_graph_node():
         TorchvisionExtractor("resnet18", weights="NOPE")
 
 
+Q = {"quantize": True}
 EXTRACTORS = {
-    "timm": lambda names: TimmExtractor(f"local-dir:{names['timm']}", quantize=True),
-    "module": lambda names: ModuleExtractor(torchvision.models.resnet18(num_classes=10), input_size=(3, 32, 32),
-                                            quantize=True),
-    "open_clip": lambda names: OpenClipExtractor(names["open_clip"], quantize=True),
-    "torchvision": lambda names: TorchvisionExtractor("resnet18", quantize=True),
+    "timm": lambda names: TimmExtractor(f"local-dir:{names['timm']}", preprocess=Q),
+    "module": lambda names: ModuleExtractor(torchvision.models.resnet18(num_classes=10),
+                                            preprocess={"resize": 32, "crop": 32, **Q}),
+    "open_clip": lambda names: OpenClipExtractor(names["open_clip"], preprocess=Q),
+    "torchvision": lambda names: TorchvisionExtractor("resnet18", preprocess=Q),
 }
 
 
@@ -177,3 +179,28 @@ def test_text_targets_use_encode_text_or_name_the_key(tmp_path, open_clip_name, 
     module = FeatureInversion(DiffusionPrior(str(pixel_prior)), TimmExtractor(f"local-dir:{timm_dir}"), progress=False)
     with pytest.raises(TypeError, match="data.prompts: text targets need an extractor with encode_text"):
         module.targets(batch)
+
+
+def test_resnet50_preset_preprocesses_as_the_authors():
+    """configs/paper/resnet50.yaml: a generated 512x512 image is resized straight to 224 (bicubic, no crop); a reference
+    image takes Resize(224, bicubic) + CenterCrop(224), not weights.transforms() (Resize(256, bilinear) + crop)."""
+    import yaml
+    from torchvision.transforms import v2
+    from conftest import ROOT
+    preset = yaml.safe_load((ROOT / "configs" / "paper" / "resnet50.yaml").read_text())
+    options = preset["model"]["init_args"]["extractor"]["init_args"]["preprocess"]
+    assert options["quantize"] and not options["clamp"]
+    ext = TorchvisionExtractor("resnet18", preprocess={**options, "quantize": False})  # rounding checked elsewhere
+    mean, std = ext.preprocess.mean, ext.preprocess.std
+    generated = torch.rand(1, 3, 512, 512)
+    straight = F.interpolate(generated, size=(224, 224), mode="bicubic", antialias=True, align_corners=False)
+    torch.testing.assert_close(ext.preprocess(generated), (straight - mean) / std)
+    authors = v2.Compose([v2.Resize(224, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                          v2.CenterCrop(224), v2.Normalize(mean.flatten().tolist(), std.flatten().tolist())])
+    reference = torch.rand(1, 3, 300, 451)
+    torch.testing.assert_close(ext.preprocess(reference), authors(reference))
+    pil = Image.fromarray((reference[0].permute(1, 2, 0) * 255).round().byte().numpy())
+    theirs = authors(v2.functional.pil_to_tensor(v2.functional.center_crop(v2.functional.resize(
+        pil, 224, interpolation=v2.InterpolationMode.BICUBIC), 224)).float()[None] / 255)
+    # the authors' references went through PIL: within a few 8-bit levels of the tensor path (noise image: worst case)
+    assert (ext.preprocess(to_uint8(reference).float() / 255) - theirs).abs().mean() * std.mean() < 0.02

@@ -105,9 +105,9 @@ def test_predict_end_to_end(sd_prior, open_clip_name, timm_dir, tmp_path, extrac
     write_images(tmp_path / "targets", count=2, size=20, mode="RGB")
     extractors = {
         "open_clip": {"class_path": "lit_featinv.OpenClipExtractor",
-                      "init_args": {"model_name": open_clip_name, "pretrained": None, "quantize": True}},
+                      "init_args": {"model_name": open_clip_name, "pretrained": None, "preprocess": {"quantize": True}}},
         "torchvision": {"class_path": "lit_featinv.TorchvisionExtractor",
-                        "init_args": {"model_name": "resnet18", "weights": None, "quantize": True}},
+                        "init_args": {"model_name": "resnet18", "weights": None, "preprocess": {"quantize": True}}},
         "timm": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
     }
     rows = run_predict(tmp_path, sd_config(sd_prior, extractors[extractor], {"images": str(tmp_path / "targets")}))

@@ -1,0 +1,117 @@
+"""Every shipped preset runs end to end through ``lit-featinv predict`` on tiny models: the preset file itself, with
+only its model sources swapped for tiny local ones that carry the real models' scheduler configs (and, to keep it
+fast, fewer early-step iterations and one target), over all of its steps."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, ZOO, save_pixel_prior, save_timm, write_images
+from lit_featinv import FeatureInversion
+from lit_featinv.cli import main
+
+PRESETS = sorted(p.relative_to(ROOT / "configs").as_posix()[:-5] for p in (ROOT / "configs").rglob("*.yaml"))
+EARLY_RECURRENCE = 2  # instead of the paper's 1000 for the first steps
+
+
+@pytest.fixture(scope="module")
+def tiny_sources(tmp_path_factory, sd_prior, open_clip_name, latent_prior):
+    """Tiny stand-ins for each preset's model sources; the zoo stand-ins carry the zoo models' scheduler configs."""
+    folder = tmp_path_factory.mktemp("tiny_sources")
+    pixel = save_pixel_prior(folder / "pixel")
+    latent = shutil.copytree(latent_prior, folder / "latent")
+    for tiny, zoo in ((pixel, "fmnist-ddpm"), (latent, "fmnist-ldm")):
+        shutil.copy(ZOO / zoo / "scheduler" / "scheduler_config.json", tiny / "scheduler" / "scheduler_config.json")
+    return {
+        "CompVis/stable-diffusion-v1-4": str(sd_prior),  # SD 1.x's own scheduler config (steps_offset 1, PNDM)
+        "assets/zoo/fmnist-ddpm": str(pixel), "assets/zoo/fmnist-ldm": str(latent),
+        "local-dir:assets/zoo/fmnist-resnet10t": f"local-dir:{save_timm(folder / 'resnet', 'test_resnet')}",
+        "local-dir:assets/zoo/fmnist-vit-tiny": f"local-dir:{save_timm(folder / 'vit', 'test_vit', img_size=16, patch_size=4)}",
+        "RN50-quickgelu": open_clip_name, "resnet50": "tiny_resnet", "vit_h_14": "tiny_vit",  # (tests/conftest.py)
+    }
+
+
+def tiny_overrides(preset: dict, sources: dict, images) -> dict:
+    """The preset's model sources -> tiny local ones (weights of the hub models: none); nothing else changes but the
+    early recurrence, the targets and the device."""
+    model = preset["model"]["init_args"]
+    backbone, extractor = model["backbone"]["init_args"], model["extractor"]["init_args"]
+    tiny_extractor = {"model_name": sources[extractor["model_name"]]}
+    if "weights" in extractor:  # torchvision: the tiny models take 32 px; the rest of the preprocessing stays
+        tiny_extractor |= {"weights": None, "preprocess": {**(extractor.get("preprocess") or {}), "resize": 32,
+                                                           "crop": 32}}
+    if "pretrained" in extractor:  # open_clip weight tag
+        tiny_extractor["pretrained"] = None
+    init_args = {"backbone": {"init_args": {"pretrained": sources[backbone["pretrained"]]}},
+                 "extractor": {"init_args": tiny_extractor}, "progress": False}
+    if model.get("early_steps"):
+        init_args["early_recurrence"] = EARLY_RECURRENCE
+    trainer = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    if model["num_inference_steps"] * model["recurrence"] > 1000:  # on the CPU bf16 is 1.5x slower than float32:
+        trainer["precision"] = "32-true"                           # the long runs in float32, the fast ones as set
+    return {"model": {"init_args": init_args},
+            "data": {"init_args": {"images": str(images), "limit": 1, "batch_size": 1}}, "trainer": trainer}
+
+
+def expected_nfe(model: dict) -> int:
+    steps, early = model["num_inference_steps"], model.get("early_steps", 0)
+    return early * EARLY_RECURRENCE + (steps - early) * model["recurrence"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, monkeypatch):
+    preset = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    write_images(tmp_path / "targets", count=1, size=40, mode="RGB")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_overrides(preset, tiny_sources, tmp_path / "targets")))
+    seen = []
+    guided_output = FeatureInversion.guided_output
+
+    def recording(self, scheduler, sample, t, *args, **kwargs):
+        seen.append(float(t))
+        return guided_output(self, scheduler, sample, t, *args, **kwargs)
+    monkeypatch.setattr(FeatureInversion, "guided_output", recording)
+    main(["predict", "--config", str(ROOT / "configs" / f"{name}.yaml"), "--config", str(tmp_path / "tiny.yaml"),
+          "--writer.output_dir", str(tmp_path / "out"), "--trainer.default_root_dir", str(tmp_path)])
+
+    model = preset["model"]["init_args"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == model.get("samples_per_target", 1)
+    assert all(r["nfe"] == expected_nfe(model) and np.isfinite(r["cosine"]) for r in rows)
+    steps = [t for i, t in enumerate(seen) if i == 0 or t != seen[i - 1]]
+    assert len(steps) == len(set(steps)) == model["num_inference_steps"]  # every step once, in decreasing order
+    assert steps == sorted(steps, reverse=True) and 0 <= steps[-1] and steps[0] <= 999
+    if model["num_inference_steps"] == 1000:  # the authors' schedule: 999..0
+        assert steps[0] == 999 and steps[-1] == 0
+    for r in rows:  # the best image, as saved, is never further than the final one (float noise of batch sizes)
+        assert r["best_sq_l2"] <= r["sq_l2"] * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("scheduler, override, message", [
+    ("diffusers.DDPMScheduler", {"timestep_spacing": "leading"},
+     "DDPMScheduler with 1000 steps (timestep_spacing 'leading', steps_offset 1) gives timestep 1000, outside the "
+     "model's 0..999; set timestep_spacing: trailing (or steps_offset: 0) there"),
+    ("diffusers.HeunDiscreteScheduler", {}, "repeats timesteps"),
+])
+def test_a_bad_schedule_stops_before_any_model_is_loaded(tiny_sources, tmp_path, monkeypatch, scheduler, override,
+                                                         message):
+    """SD 1.x's real scheduler config with "leading" spacing (diffusers' default) gives 1000..1: one line naming
+    the key, before the UNet, VAE or network is loaded."""
+    import lit_featinv.backbones
+    import lit_featinv.extractors
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("a model was loaded before the schedule was checked")
+    monkeypatch.setattr(lit_featinv.backbones.AutoModel, "from_pretrained", no_model_work)
+    monkeypatch.setattr(lit_featinv.extractors.Preprocess, "with_overrides", no_model_work)
+    preset = yaml.safe_load((ROOT / "configs" / "paper" / "resnet50.yaml").read_text())
+    overrides = tiny_overrides(preset, tiny_sources, tmp_path)
+    overrides["model"]["init_args"]["backbone"]["init_args"] |= {"scheduler": scheduler, "scheduler_config": override}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overrides))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--config", str(ROOT / "configs" / "paper" / "resnet50.yaml"), "--config",
+              str(tmp_path / "tiny.yaml")])
+    text = str(stop.value)
+    assert text.startswith("lit-featinv: error: model.backbone.scheduler_config: ") and message in text
+    assert "\n" not in text
