@@ -191,12 +191,12 @@ def preset_extractor_settings(preset: str) -> dict:
     return {"preprocess": args.get("preprocess") or {}, "autocast": args.get("autocast", False)}
 
 
-def paper_torchvision(name: str, weights: str | None, preset: str, model_kwargs: dict | None = None):
+def paper_torchvision(name: str, weights: str | None, preset: str, model_kwargs: dict | None = None, **settings):
     """A random-weight torchvision extractor with the preprocessing and precision of ``configs/paper/<preset>.yaml``
     (over its weights' own ``weights.transforms()``), built as ``TorchvisionExtractor(name, weights=...)`` builds it."""
     from torchvision.models import get_model_weights
 
-    settings = preset_extractor_settings(preset)
+    settings = preset_extractor_settings(preset) | settings
     preprocess = {}
     if weights:  # with weights=None the crop comes from the network's image_size but resize/interpolation don't
         transform = get_model_weights(name)[weights].transforms()
@@ -229,14 +229,19 @@ EXTRACTORS = {
         "clip_rn50": ("open_clip RN50-quickgelu, 224 px", lambda: paper_clip("RN50-quickgelu")),
         "resnet50": ("torchvision resnet50, 224 px (configs/paper/resnet50.yaml preprocessing)",
                      lambda: paper_torchvision("resnet50", "IMAGENET1K_V1", "resnet50")),
-        "vit_h14_518": ("torchvision vit_h_14 (IMAGENET1K_SWAG_E2E_V1 preprocessing), 518 px",
+        "vit_h14_518": ("torchvision vit_h_14 (IMAGENET1K_SWAG_E2E_V1 preprocessing), 518 px, float32 (paper/vit_h14.yaml)",
                         lambda: paper_torchvision("vit_h_14", "IMAGENET1K_SWAG_E2E_V1", "vit_h14", {"image_size": 518})),
+        "vit_h14_518_bf16": ("the same under autocast (paper/vit_h14_fast.yaml)",
+                             lambda: paper_torchvision("vit_h_14", "IMAGENET1K_SWAG_E2E_V1", "vit_h14_fast",
+                                                       {"image_size": 518})),
     },
     "tiny": {
         "clip_rn50": ("tiny open_clip modified ResNet, 32 px", tiny_clip),
         "resnet50": ("torchvision resnet18, 224 px", lambda: paper_torchvision("resnet18", None, "resnet50")),
         "vit_h14_518": ("torchvision vit_b_16, 32 px",
                         lambda: paper_torchvision("vit_b_16", None, "vit_h14", {"image_size": 32})),
+        "vit_h14_518_bf16": ("torchvision vit_b_16, 32 px, autocast",
+                             lambda: paper_torchvision("vit_b_16", None, "vit_h14_fast", {"image_size": 32})),
     },
 }
 
@@ -408,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtypes", default="bf16", help="comma list of bf16 (autocast) and fp32")
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--extractors", default="clip_rn50,resnet50,vit_h14_518")
+    parser.add_argument("--extractors", default="clip_rn50,resnet50,vit_h14_518,vit_h14_518_bf16")
     parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing of UNet + VAE: off,on")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per case (default 3; tiny 1)")

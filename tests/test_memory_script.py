@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-EXTRACTORS = ["clip_rn50", "resnet50", "vit_h14_518"]
+EXTRACTORS = ["clip_rn50", "resnet50", "vit_h14_518", "vit_h14_518_bf16"]
 
 
 def test_memory_script_tiny_runs_every_case(tmp_path):
@@ -41,7 +41,7 @@ def test_memory_estimate_tiny_counts_batch_and_checkpointing(tmp_path):
     assert "# ESTIMATED peak memory" in (tmp_path / "memory-estimate.md").read_text()
     rows = {(r["extractor"], r["batch"], r["ckpt"]): r
             for r in map(json.loads, (tmp_path / "memory-estimate.jsonl").read_text().splitlines())}
-    assert len(rows) == 12 and all("error" not in r for r in rows.values())
+    assert len(rows) == 16 and all("error" not in r for r in rows.values())
     for name in EXTRACTORS:
         for ckpt in ("off", "on"):
             assert rows[name, 4, ckpt]["activations_gib"] > rows[name, 1, ckpt]["activations_gib"]

@@ -115,3 +115,5 @@ def test_a_bad_schedule_stops_before_any_model_is_loaded(tiny_sources, tmp_path,
     text = str(stop.value)
     assert text.startswith("lit-featinv: error: model.backbone.scheduler_config: ") and message in text
     assert "\n" not in text
+    if scheduler == "diffusers.DDPMScheduler":  # the README shows this line
+        assert f"\n{text}\n" in (ROOT / "README.md").read_text()
