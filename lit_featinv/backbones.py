@@ -5,6 +5,8 @@ import torch
 from diffusers import AutoencoderKL, AutoModel
 from torch import nn
 
+from .errors import ConfigError
+from .errors import ConfigError
 from .loading import import_object, load_pretrained
 
 
@@ -108,8 +110,8 @@ def encode_prompt(pretrained: str, prompt: str = "", key: str = "model.backbone.
     tokenizer = load_pretrained(CLIPTokenizer, pretrained, key, subfolder="tokenizer")
     length = tokenizer.model_max_length
     if length > text_encoder.config.max_position_embeddings:  # transformers builds an empty tokenizer without files
-        raise RuntimeError(f"{key}: {pretrained!r} has no usable tokenizer/ (model_max_length {length} > the text "
-                           f"encoder's {text_encoder.config.max_position_embeddings} positions)")
+        raise ConfigError(key, f"{pretrained!r} has no usable tokenizer/ (model_max_length {length} > the text "
+                               f"encoder's {text_encoder.config.max_position_embeddings} positions)")
     tokens = tokenizer(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     mask = tokens.attention_mask if getattr(text_encoder.config, "use_attention_mask", False) else None
     return text_encoder.eval()(tokens.input_ids, attention_mask=mask)[0].float()

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
+import torch
+import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .backbones import DiffusionPrior, load_scheduler
@@ -11,7 +14,9 @@ from .data import TargetData
 from .errors import ConfigError
 from .loading import import_object
 from .module import FeatureInversion
+from .runfolder import RunFolder, first_process
 from .sampling import check_timesteps
+from .stopping import StopRequested
 from .writer import InversionWriter
 
 TRAINER_DEFAULTS = {
@@ -19,10 +24,8 @@ TRAINER_DEFAULTS = {
     "logger": False,
     "enable_checkpointing": False,
     "enable_model_summary": False,
+    "use_distributed_sampler": False,  # TargetData gives each rank its own batches
 }
-
-CONFIG_KEYS = ("model.", "data.", "writer.", "trainer.")
-
 
 class FeatInvCLI(LightningCLI):
     """Only ``predict``: nothing is trained. The writer is always on (``writer.*`` keys)."""
@@ -34,8 +37,33 @@ class FeatInvCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(InversionWriter, "writer")
 
+    latest: "FeatInvCLI | None" = None  # the CLI of this process, for main()'s last line
+
     def before_instantiate_classes(self) -> None:
-        check_before_loading(self.config[self.subcommand])
+        """Before any model loads: the schedule and the data sources are checked, and the run folder is opened
+        (lock, leftovers of a killed run, the config contract), so a bad input costs no model loading."""
+        FeatInvCLI.latest = self
+        config = self.config[self.subcommand]
+        check_before_loading(config)
+        writer = config.get("writer") or {}
+        self.run_folder = RunFolder(writer.get("output_dir") or config.trainer.get("default_root_dir") or os.getcwd())
+        if first_process():
+            self.config_text = self._parser(self.subcommand).dump(config, skip_none=False)
+            self.run_folder.open(yaml.safe_load(self.config_text), overwrite=bool(writer.get("overwrite")))
+
+    def instantiate_classes(self) -> None:
+        """Then the models load; the run folder records the config once they did (as Lightning's SaveConfigCallback
+        would, but in the run folder: the contract a rerun is checked against)."""
+        super().instantiate_classes()
+        if first_process():
+            self.run_folder.record(self.config_text)
+
+    def progress(self) -> str:
+        """"N of M generations done in FOLDER"."""
+        done = len(self.run_folder.done())
+        items = getattr(self.datamodule, "items", None)
+        total = f" of {len(items) * self.model.samples_per_target}" if items is not None else ""
+        return f"{done}{total} generations done in {self.run_folder.path}"
 
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -44,7 +72,11 @@ class FeatInvCLI(LightningCLI):
 
 
 def check_before_loading(config) -> None:
-    """Checks that need no model weights, run before any is loaded: the sampling schedule (scheduler config only)."""
+    """Checks that need no model weights, run before any is loaded: the data sources (feature files are read, images
+    only found) and the sampling schedule (scheduler config only)."""
+    data = config.get("data")
+    if data and data.get("class_path") and issubclass(import_object(data.class_path), TargetData):
+        TargetData.check_sources(**dict(data.get("init_args") or {}))
     model = config.get("model")
     backbone = model.get("init_args", {}).get("backbone") if model else None
     if not backbone or not backbone.get("class_path") or "num_inference_steps" not in model.init_args:
@@ -58,24 +90,39 @@ def check_before_loading(config) -> None:
     check_timesteps(scheduler, model.init_args.num_inference_steps)
 
 
-def config_error(err: BaseException) -> BaseException | None:
-    """The innermost error in the chain of ``err`` that names a config key (jsonargparse and our loaders wrap)."""
+def config_error(err: BaseException) -> ConfigError | None:
+    """The innermost :class:`ConfigError` in the chain of ``err`` (jsonargparse and Lightning wrap what they call)."""
     found = None
     while err is not None:
-        found = err if isinstance(err, ConfigError) or str(err).strip("'\"").startswith(CONFIG_KEYS) else found
+        found = err if isinstance(err, ConfigError) else found
         err = err.__cause__ or err.__context__
     return found
 
 
 def main(args=None) -> None:
-    """Console entry point: config errors end in one line naming the key; other errors keep their traceback."""
+    """Console entry point: config errors end in one line naming the key; a stop signal in one line saying what is
+    done (exit 128 + signal number); a run with failed generations exits 1; other errors keep their traceback."""
     try:
-        run(args)
+        cli = run(args)
+    except StopRequested as stop:
+        cli = FeatInvCLI.latest
+        if first_process():
+            print(f"lit-featinv: {stop}: {cli.progress()}; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     except Exception as err:
         root = config_error(err)
         if root is None:
             raise
-        raise SystemExit(f"lit-featinv: error: {str(root).strip(chr(39) + chr(34))}") from err
+        raise SystemExit(f"lit-featinv: error: {root}") from err
+    finally:
+        if FeatInvCLI.latest is not None and hasattr(FeatInvCLI.latest, "run_folder"):
+            FeatInvCLI.latest.run_folder.release()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # else gloo's threads abort the exit at times (pytorch#190489)
+    summary = next((c.summary for c in cli.trainer.callbacks if isinstance(c, InversionWriter)), None)
+    if summary and (summary["failed"] or summary["unreadable"]):
+        raise SystemExit(f"lit-featinv: {summary['failed']} generation(s) failed and {len(summary['unreadable'])} "
+                         f"target image(s) were unreadable (above); the rest is written")
 
 
 def nested_nulls(args: list[str]) -> list[str]:
@@ -105,7 +152,7 @@ def run(args=None) -> FeatInvCLI:
         args = nested_nulls(list(args))
     return FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
                       auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
-                      save_config_kwargs={"overwrite": True}, args=args,
+                      save_config_callback=None, args=args,  # the run folder keeps the config (runfolder.py)
                       parser_kwargs={"description": "Generate images whose features match target features "
                                                     "(guided diffusion). Example: lit-featinv predict --config "
                                                     "configs/quickstart.yaml"})

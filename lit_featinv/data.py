@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import ConfigError
 from .images import load_image
 
 FEATURE_SUFFIXES = (".pt", ".pth", ".npy")
@@ -18,7 +20,7 @@ FEATURE_SUFFIXES = (".pt", ".pth", ".npy")
 
 def _files(root: Path, key: str) -> list[Path]:
     if not root.exists():
-        raise FileNotFoundError(f"{key}: no such file or folder {str(root)!r} (cwd: {os.getcwd()})")
+        raise ConfigError(key, f"no such file or folder {str(root)!r} (cwd: {os.getcwd()})")
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
@@ -45,7 +47,7 @@ def image_items(root: str | os.PathLike, key: str = "data.images") -> list[dict]
     if skipped:
         warnings.warn(f"{key}: skipped {len(skipped)} file(s) that are not readable images: " + ", ".join(skipped))
     if not items:
-        raise ValueError(f"{key}: no readable image in {str(root)!r}")
+        raise ConfigError(key, f"no readable image in {str(root)!r}")
     return items
 
 
@@ -57,20 +59,25 @@ def feature_items(root: str | os.PathLike, key: str = "data.features") -> list[d
         try:
             data = np.load(path) if path.suffix == ".npy" else torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"{key}: cannot read feature file {str(path)!r}: {err}") from err
-        data = torch.as_tensor(np.asarray(data) if not isinstance(data, torch.Tensor) else data).float()
+            raise ConfigError(key, f"cannot read feature file {str(path)!r}: {err}") from err
+        if not isinstance(data, (torch.Tensor, np.ndarray)) or data.dtype == object:
+            raise ConfigError(key, f"{str(path)!r} holds a {type(data).__name__}, not a tensor of features with shape "
+                                   f"[D] or [N, D]")
+        data = torch.as_tensor(data).float()
         if data.ndim not in (1, 2):
-            raise ValueError(f"{path}: features must have shape [D] or [N, D], not {list(data.shape)}")
+            raise ConfigError(key, f"{str(path)!r}: features must have shape [D] or [N, D], not {list(data.shape)}")
+        if data.numel() == 0:
+            raise ConfigError(key, f"{str(path)!r} holds no features (shape {list(data.shape)})")
         if not torch.isfinite(data).all():
             rows = torch.nonzero(~torch.isfinite(data.view(-1, data.shape[-1])).all(1)).flatten().tolist()
-            raise ValueError(f"{path}: target features contain NaN or Inf (rows {rows[:10]})")
+            raise ConfigError(key, f"{str(path)!r}: target features contain NaN or Inf (rows {rows[:10]})")
         sid = _sample_id(path, root)
         rows = [data] if data.ndim == 1 else list(data)
         for i, row in enumerate(rows):
             items.append({"id": sid if data.ndim == 1 else f"{sid}/{i:05d}",
                           "source": str(path) + ("" if data.ndim == 1 else f"[{i}]"), "feature": row})
     if not items:
-        raise ValueError(f"{key}: no {'/'.join(FEATURE_SUFFIXES)} file in {str(root)!r}")
+        raise ConfigError(key, f"no {'/'.join(FEATURE_SUFFIXES)} file in {str(root)!r}")
     return items
 
 
@@ -79,29 +86,44 @@ def prompt_items(prompts: list[str] | str | os.PathLike, key: str = "data.prompt
     if isinstance(prompts, (str, os.PathLike)):
         path = Path(prompts)
         if not path.is_file():
-            raise FileNotFoundError(f"{key}: no such prompt file {str(path)!r} (cwd: {os.getcwd()})")
+            raise ConfigError(key, f"no such prompt file {str(path)!r} (cwd: {os.getcwd()})")
         prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
-        raise ValueError(f"{key}: no prompt")
+        raise ConfigError(key, "no prompt")
     return [{"id": f"prompt_{i:05d}", "source": text, "feature": None, "text": text} for i, text in enumerate(prompts)]
 
 
-class TargetDataset(Dataset):
-    def __init__(self, items: list[dict]):
-        self.items = items
+def load_item(item: dict) -> dict:
+    """A target with its image read; an image that cannot be decoded now gets ``error`` instead (it is skipped)."""
+    if item["feature"] is not None or item.get("text") is not None:
+        return {**item, "image": None}
+    try:
+        return {**item, "image": load_image(item["source"])}
+    except Exception as err:  # PIL raises many kinds for truncated and corrupt files
+        return {**item, "image": None, "error": f"{type(err).__name__}: {err}"}
+
+
+class TargetBatches(Dataset):
+    """Batches of targets, each one element (the DataLoader does not batch again)."""
+
+    def __init__(self, batches: list[list[dict]]):
+        self.batches = batches
 
     def __len__(self):
-        return len(self.items)
+        return len(self.batches)
 
     def __getitem__(self, index):
-        item = self.items[index]
-        from_image = item["feature"] is None and item.get("text") is None
-        return {**item, "image": load_image(item["source"]) if from_image else None}
+        return collate([load_item(item) for item in self.batches[index]])
+
+
+def as_is(batch: dict) -> dict:
+    """The DataLoader's collate function: a TargetBatches element is a batch already."""
+    return batch
 
 
 def collate(items: list[dict]) -> dict:
     """Lists per key: images may differ in size and some targets have no image."""
-    return {key: [item.get(key) for item in items] for key in ("id", "source", "image", "feature", "text")}
+    return {key: [item.get(key) for item in items] for key in ("id", "source", "image", "feature", "text", "error")}
 
 
 class TargetData(LightningDataModule):
@@ -112,32 +134,64 @@ class TargetData(LightningDataModule):
         features: ``.pt``/``.npy`` file or folder with features [D] or [N, D] that no image has.
         prompts: texts whose embedding (the extractor's ``encode_text``, e.g. CLIP's) is the target: a list or a
             ``.txt`` file with one prompt per line; ids ``prompt_00000``, ...
-        batch_size: targets per batch (each gives ``model.samples_per_target`` generations).
+        batch_size: targets per batch (each gives ``model.samples_per_target`` generations). Batches are fixed by it
+            (consecutive targets in id order), so a generation's pixels do not depend on the device count or on
+            resuming; another batch size changes them slightly (float rounding).
         limit: use only the first ``limit`` targets (sorted by id).
+
+    Under several processes (DDP), batch ``k`` goes to global rank ``k % world_size``: each target is generated
+    by exactly one rank; finished targets (:meth:`skip`) are left out.
     """
 
     def __init__(self, images: str | None = None, features: str | None = None,
                  prompts: list[str] | str | None = None, batch_size: int = 8, num_workers: int = 0,
                  limit: int | None = None):
         super().__init__()
+        self.allow_zero_length_dataloader_with_multiple_devices = True  # fewer batches than ranks is fine
         if images is None and features is None and prompts is None:
-            raise ValueError("data: give data.images (an image folder), data.features (feature files) "
-                             "and/or data.prompts (texts)")
+            raise ConfigError("data", "give data.images (an image folder), data.features (feature files) and/or "
+                                      "data.prompts (texts)")
+        if batch_size < 1:
+            raise ConfigError("data.batch_size", f"{batch_size} is not a number of targets (>= 1)")
+        if limit is not None and limit < 1:
+            raise ConfigError("data.limit", f"{limit} is not a number of targets (>= 1, or null for all)")
         self.images, self.features, self.prompts = images, features, prompts
         self.batch_size, self.num_workers, self.limit = batch_size, num_workers, limit
         self.items: list[dict] | None = None
+        self.finished: set[str] = set()
+
+    @staticmethod
+    def check_sources(images=None, features=None, prompts=None, **unused) -> None:
+        """Before any model loads: the sources exist and the feature files are well formed (images are read later)."""
+        if images is not None and not Path(images).exists():
+            raise ConfigError("data.images", f"no such file or folder {str(images)!r} (cwd: {os.getcwd()})")
+        if features is not None:
+            feature_items(features)
+        if prompts is not None:
+            prompt_items(prompts)
 
     def setup(self, stage: str | None = None) -> None:
         if self.items is not None:
             return
         items = (image_items(self.images) if self.images else []) + (feature_items(self.features) if self.features else [])
         items += prompt_items(self.prompts) if self.prompts is not None else []
-        ids = [item["id"] for item in items]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise ValueError(f"data: sample ids must be unique, but {dup} occur more than once")
+        counts = Counter(item["id"] for item in items)
+        if len(counts) != len(items):
+            dup = sorted(i for i, n in counts.items() if n > 1)[:5]
+            raise ConfigError("data", f"sample ids must be unique, but {dup} occur more than once")
         self.items = items[: self.limit] if self.limit else items
 
+    def skip(self, finished: set[str]) -> None:
+        """Leave out the batches all of whose targets are finished (a resumed run)."""
+        self.finished = set(finished)
+
+    def batches(self) -> list[list[dict]]:
+        """This rank's batches: fixed chunks of the target list, ``k % world_size == rank``, unfinished ones."""
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        chunks = [self.items[i: i + self.batch_size] for i in range(0, len(self.items), self.batch_size)]
+        return [chunk for k, chunk in enumerate(chunks)
+                if k % world == rank and any(item["id"] not in self.finished for item in chunk)]
+
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(TargetDataset(self.items), batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=collate)
+        return DataLoader(TargetBatches(self.batches()), batch_size=None, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=as_is)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """A config value (or an input it names) that cannot work; ``key`` is the config key, e.g. ``model.extractor.layer``."""
+    """A config value (or an input it names) that cannot work; ``key`` is its config key (``model.extractor.layer``)."""
 
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")

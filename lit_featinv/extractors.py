@@ -39,7 +39,7 @@ def capture(network: nn.Module, layer: str, run):
     modules = dict(network.named_modules())
     if layer not in modules:
         near = [n for n in modules if n and (layer in n or n in layer)][:10] or list(modules)[1:11]
-        raise KeyError(f"model.extractor.layer: no submodule {layer!r}; e.g. {near}")
+        raise ConfigError("model.extractor.layer", f"no submodule {layer!r}; e.g. {near}")
 
     def hook(module, args, output):
         raise _Captured(first_tensor(output))
@@ -51,7 +51,7 @@ def capture(network: nn.Module, layer: str, run):
         return done.output
     finally:
         handle.remove()
-    raise RuntimeError(f"model.extractor.layer: submodule {layer!r} did not run in the forward pass")
+    raise ConfigError("model.extractor.layer", f"submodule {layer!r} did not run in the forward pass")
 
 
 def load_state_dict(path: str, key: str = "model.extractor.weights") -> dict:
@@ -151,7 +151,7 @@ class TimmExtractor(FeatureExtractor):
         try:
             network = timm.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
         except RuntimeError as err:
-            raise RuntimeError(f"model.extractor.model_name: cannot create timm model {model_name!r}: {err}") from err
+            raise ConfigError("model.extractor.model_name", f"cannot create timm model {model_name!r}: {err}") from err
         cfg = resolve_data_config(model=network)
         own = center_crop_transform(cfg["input_size"][1:], cfg.get("crop_pct", 1.0), interpolation=cfg["interpolation"],
                                     mean=cfg["mean"], std=cfg["std"], in_chans=cfg["input_size"][0])
@@ -188,7 +188,8 @@ class ModuleExtractor(FeatureExtractor):
             try:
                 module.load_state_dict(load_state_dict(weights), strict=strict)
             except RuntimeError as err:
-                raise RuntimeError(f"model.extractor.weights: {os.fspath(weights)!r} does not fit the module: {err}") from err
+                raise ConfigError("model.extractor.weights",
+                                  f"{os.fspath(weights)!r} does not fit the module: {err}") from err
         super().__init__(module, Preprocess.with_overrides(self.DEFAULT_TRANSFORM, preprocess), layer, pool, select,
                          autocast)
 
@@ -219,18 +220,18 @@ class OpenClipExtractor(FeatureExtractor):
         if pretrained and Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors"):
             pretrained = os.path.expanduser(pretrained)
             if not os.path.isfile(pretrained):
-                raise FileNotFoundError(f"model.extractor.pretrained: no such file {pretrained!r} (cwd: {os.getcwd()})")
+                raise ConfigError("model.extractor.pretrained", f"no such file {pretrained!r} (cwd: {os.getcwd()})")
         try:
             network = open_clip.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
             tokenizer = open_clip.get_tokenizer(model_name)
         except (OSError, RuntimeError, ValueError) as err:
             download = pretrained and not os.path.exists(pretrained)
             hint = offline_hint("model.extractor.pretrained", "file") if download else ""
-            raise RuntimeError(f"model.extractor: cannot create open_clip model {model_name!r} with pretrained="
-                               f"{pretrained!r}:{hint} {err}") from err
+            raise ConfigError("model.extractor", f"cannot create open_clip model {model_name!r} with pretrained="
+                                                 f"{pretrained!r}:{hint} {err}") from err
         cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(network))
         if cfg.resize_mode not in ("shortest", "squash"):
-            raise ValueError(f"model.extractor: open_clip resize_mode {cfg.resize_mode!r} is not supported")
+            raise ConfigError("model.extractor", f"open_clip resize_mode {cfg.resize_mode!r} is not supported")
         size = (cfg.size, cfg.size) if isinstance(cfg.size, int) else tuple(cfg.size)
         own = {"resize": min(size) if cfg.resize_mode == "shortest" else size, "crop": size, "in_chans": 3,
                "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}
@@ -244,7 +245,8 @@ class OpenClipExtractor(FeatureExtractor):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Text embeddings [N, D] (``encode_text``, not normalised): targets in the image embedding's space."""
         if self.layer is not None:
-            raise ValueError("data.prompts: text targets live in the joint embedding; set model.extractor.layer: null")
+            raise ConfigError("data.prompts", "text targets live in the joint embedding; set "
+                                              "model.extractor.layer: null")
         tokens = self.tokenizer(texts).to(self.preprocess.mean.device)
         with torch.autocast(tokens.device.type, enabled=False):  # targets are float32 under any precision
             return self.select_features(self.network.encode_text(tokens).float())
@@ -254,7 +256,7 @@ def last_linear(network: nn.Module) -> str:
     """Name of the network's last ``nn.Linear`` (in definition order): the classifier of torchvision models."""
     names = [name for name, module in network.named_modules() if isinstance(module, nn.Linear)]
     if not names:
-        raise ValueError("model.extractor.layer: the model has no Linear classifier to drop; name a layer")
+        raise ConfigError("model.extractor.layer", "the model has no Linear classifier to drop; name a layer")
     return names[-1]
 
 
@@ -267,7 +269,7 @@ def graph_node(network: nn.Module, node: str) -> nn.Module:
     except ValueError as err:
         names = get_graph_node_names(network)[1]
         near = [n for n in names if node in n or n in node][:10] or names[-10:]
-        raise ValueError(f"model.extractor.layer: no node or module {node!r}; e.g. {near}") from err
+        raise ConfigError("model.extractor.layer", f"no node or module {node!r}; e.g. {near}") from err
 
 
 class TorchvisionExtractor(FeatureExtractor):
@@ -295,14 +297,16 @@ class TorchvisionExtractor(FeatureExtractor):
             choices = get_model_weights(model_name)
             enum = choices[weights] if weights else None
         except ValueError as err:
-            raise ValueError(f"model.extractor.model_name: {err}") from err
+            raise ConfigError("model.extractor.model_name", f"{err}") from err
         except KeyError:
-            raise ValueError(f"model.extractor.weights: {weights!r} is not one of {list(choices.__members__)}") from None
+            raise ConfigError("model.extractor.weights",
+                              f"{weights!r} is not one of {list(choices.__members__)}") from None
         try:
             network = get_model(model_name, weights=enum, **(model_kwargs or {}))
         except OSError as err:  # the download failed
-            raise RuntimeError(f"model.extractor.weights: cannot download {model_name} {weights} from {enum.url}; "
-                               f"without a network, put that file in {torch.hub.get_dir()}/checkpoints. {err}") from err
+            raise ConfigError("model.extractor.weights", f"cannot download {model_name} {weights} from {enum.url}; "
+                                                         f"without a network, put that file in "
+                                                         f"{torch.hub.get_dir()}/checkpoints. {err}") from err
         size = getattr(network, "image_size", 224)
         transform = enum.transforms() if enum else ImageClassification(crop_size=size, resize_size=max(256, size))
         own = {"resize": transform.resize_size[0], "crop": transform.crop_size[0], "antialias": transform.antialias,

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+UMASK = os.umask(0o22)
+os.umask(UMASK)  # read once: the process's umask
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -43,6 +45,7 @@ def save_png(image: torch.Tensor, path: str) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # as open() would create it (mkstemp gives 0600)
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(arr).save(f, format="PNG")
         os.replace(tmp, path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import os
 
+from .errors import ConfigError
+
 
 def import_object(path: str, default_module: str | None = None):
     """Import ``pkg.module.Name`` (or a bare ``Name`` from ``default_module``)."""
@@ -27,7 +29,7 @@ def check_source(source: str, key: str) -> str:
     """Fail early, naming the config key, when a local model folder or file does not exist."""
     path = os.path.expanduser(str(source))
     if looks_local(source) and not os.path.exists(path):
-        raise FileNotFoundError(f"{key}: no such file or folder {source!r} (cwd: {os.getcwd()})")
+        raise ConfigError(key, f"no such file or folder {source!r} (cwd: {os.getcwd()})")
     return path if os.path.exists(path) else str(source)
 
 
@@ -44,5 +46,5 @@ def load_pretrained(loader, source: str, key: str, **kwargs):
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         hint = "" if os.path.exists(source) else offline_hint(key)
-        raise RuntimeError(f"{key}: cannot load {source!r}"
-                           f"{' (' + kwargs['subfolder'] + '/)' if kwargs.get('subfolder') else ''}:{hint} {err}") from err
+        where = f" ({kwargs['subfolder']}/)" if kwargs.get("subfolder") else ""
+        raise ConfigError(key, f"cannot load {source!r}{where}:{hint} {err}") from err

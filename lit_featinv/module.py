@@ -1,6 +1,7 @@
 """The feature decoder: a LightningModule whose ``predict_step`` is the guided reverse diffusion loop."""
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -10,11 +11,13 @@ from lightning.pytorch import LightningModule
 from tqdm.auto import tqdm
 
 from .backbones import DiffusionPrior
+from .errors import ConfigError
 from .extractors import FeatureExtractor
 from .images import to_uint8
 from .losses import FeatureLoss, SquaredL2, match_metrics
 from .sampling import (alpha_bar, check_timesteps, fork, generators, in_sigma_space, join_prediction, renoise,
                        sample_seed, split_prediction, step_kwargs)
+from .stopping import STOP
 
 
 class BestImage:
@@ -46,6 +49,7 @@ class FeatureInversion(LightningModule):
         loss: distance to minimise (default: squared Euclidean, as in the paper).
         num_inference_steps: scheduler steps.
         guidance_scale: w; scale it with the step size (the paper: 4 for 1000 DDPM steps; 0.5 for 50 DDIM steps).
+        allow_negative_guidance: accept w < 0 (guidance away from the target).
         rescale_grad: rescale the gradient per sample to the norm of the predicted noise.
         clip_theta: clip the gradient element-wise to mean +- theta * std (<= 0: no clipping).
         recurrence: self-recurrence K: guided iterations per step (re-noising between them).
@@ -66,11 +70,22 @@ class FeatureInversion(LightningModule):
                  num_inference_steps: int = 50, guidance_scale: float = 0.5, rescale_grad: bool = True,
                  clip_theta: float = 3.0, recurrence: int = 8, early_steps: int = 0, early_recurrence: int = 1,
                  samples_per_target: int = 1, seed: int = 0, eta: float = 0.0, best_from_guided: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, allow_negative_guidance: bool = False):
         super().__init__()
-        if recurrence < 1 or early_recurrence < 1 or samples_per_target < 1 or num_inference_steps < 1:
-            raise ValueError("model.recurrence, model.early_recurrence, model.samples_per_target and "
-                             "model.num_inference_steps must be >= 1")
+        for key, value in (("recurrence", recurrence), ("early_recurrence", early_recurrence),
+                           ("samples_per_target", samples_per_target), ("num_inference_steps", num_inference_steps),
+                           ("early_steps", early_steps + 1)):
+            if value < 1:
+                raise ConfigError(f"model.{key}", f"{value if key != 'early_steps' else early_steps} is not a count "
+                                                  f"(>= {0 if key == 'early_steps' else 1})")
+        for key, value in (("guidance_scale", guidance_scale), ("clip_theta", clip_theta), ("eta", eta)):
+            if not math.isfinite(value):
+                raise ConfigError(f"model.{key}", f"{value} is not a finite number")
+        if guidance_scale < 0 and not allow_negative_guidance:
+            raise ConfigError("model.guidance_scale", f"{guidance_scale} < 0 guides away from the target; set "
+                                                      f"model.allow_negative_guidance: true if that is meant")
+        if eta < 0:
+            raise ConfigError("model.eta", f"{eta} < 0")
         self.backbone, self.extractor, self.loss = backbone, extractor, loss or SquaredL2()
         self.num_inference_steps, self.guidance_scale = num_inference_steps, guidance_scale
         self.rescale_grad, self.clip_theta = rescale_grad, clip_theta
@@ -99,7 +114,9 @@ class FeatureInversion(LightningModule):
         dims = tuple(range(1, grad.ndim))
         bad = ~torch.isfinite(grad).flatten(1).all(1)
         if bad.any():
-            warnings.warn(f"non-finite guidance gradient for {int(bad.sum())} sample(s); not guiding them this step")
+            warnings.warn(f"the guidance gradient of {int(bad.sum())} sample(s) is NaN or Inf (the network, decoder or "
+                          f"loss overflowed at this estimate): they take this iteration unguided; if it recurs, "
+                          f"lower model.guidance_scale or run with trainer.precision 32-true")
             grad = torch.where(bad.view(-1, *[1] * len(dims)), torch.zeros_like(grad), grad)
         if self.rescale_grad:
             norm = lambda x: torch.linalg.vector_norm(x, dim=dims, keepdim=True)
@@ -149,12 +166,14 @@ class FeatureInversion(LightningModule):
         shape = (len(seeds), *self.backbone.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
         best, nfe = BestImage(), 0
+        failed = torch.full((len(seeds),), -1, device=self.device)  # step where a sample became NaN/Inf; -1: never
         timesteps, sigma_space = scheduler.timesteps, in_sigma_space(scheduler)
         bar = tqdm(timesteps, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
         for i, t in enumerate(bar):
             abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
             w, iterations = self.guidance_weight(i, t), self.iterations_at(i)
             for k in range(iterations):
+                STOP.check()  # a stop signal ends the run here
                 output, image, guided_x0 = self.guided_output(scheduler, sample, t, abar, target, w)
                 candidates = [image]
                 if self.best_from_guided and w != 0:
@@ -166,15 +185,35 @@ class FeatureInversion(LightningModule):
                 sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
                 if not last:  # back to t: x_prev + noise in sigma space, sqrt(abar ratio) scaling otherwise
                     sample = renoise(sample, abar, abar_prev, gens, sigma_space)
+                sample, failed = self.drop_nonfinite(sample, failed, i)
                 nfe += 1
         with torch.no_grad():
             image = self.to_image(sample)
         self.track_best(best, [image], target, len(timesteps))
-        return {"image": image, "best_image": best.image, "best_step": best.step, "nfe": nfe}
+        return {"image": image, "best_image": best.image, "best_step": best.step, "nfe": nfe, "failed_step": failed}
+
+    @staticmethod
+    def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int):
+        """Mark samples that became NaN/Inf at ``step`` (their generation fails) and zero them so the batch goes on."""
+        bad = ~torch.isfinite(sample).flatten(1).all(1)
+        if not bad.any():
+            return sample, failed
+        failed = torch.where(bad & (failed < 0), torch.full_like(failed, step), failed)
+        return torch.where(bad.view(-1, *[1] * (sample.ndim - 1)), torch.zeros_like(sample), sample), failed
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
-        """Generate ``samples_per_target`` images per target of the batch; one record per generated image."""
+        """Generate ``samples_per_target`` images per target of the batch; one record per generated image.
+
+        A record's ``status`` is ``ok``, ``nonfinite`` (the sample became NaN/Inf at ``failed_step``: no image) or
+        ``unreadable`` (the target image could not be decoded: nothing generated)."""
         start = time.perf_counter()
+        errors = batch.get("error") or [None] * len(batch["id"])
+        records = [{"id": i, "source": src, "status": "unreadable", "error": err}
+                   for i, src, err in zip(batch["id"], batch["source"], errors) if err is not None]
+        keep = [n for n, err in enumerate(errors) if err is None]
+        if not keep:
+            return records
+        batch = {key: [value[n] for n in keep] if isinstance(value, list) else value for key, value in batch.items()}
         target = self.targets(batch)
         rows = [(n, j) for n in range(len(batch["id"])) for j in range(self.samples_per_target)]
         seeds = [sample_seed(self.seed, batch["id"][n], j) for n, j in rows]
@@ -183,16 +222,19 @@ class FeatureInversion(LightningModule):
         final, best = to_uint8(out["image"]), out["best_image"]
         scores, best_scores = self.metrics(final, expanded), self.metrics(best, expanded)
         seconds = (time.perf_counter() - start) / len(rows)
-        records = []
         for r, (n, j) in enumerate(rows):
+            failed_step = int(out["failed_step"][r])
+            record = {"id": batch["id"][n], "sample": j, "seed": seeds[r], "source": batch["source"][n],
+                      "status": "ok" if failed_step < 0 else "nonfinite", "target_image": None}
+            if failed_step >= 0:
+                records.append(record | {"failed_step": failed_step, "metrics": {"nfe": out["nfe"]}})
+                continue
             metrics = {k: float(v[r]) for k, v in scores.items()}
             metrics |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
             metrics |= {"best_step": int(out["best_step"][r]), "nfe": out["nfe"], "seconds": round(seconds, 3)}
             target_image = batch["image"][n]
-            records.append({"id": batch["id"][n], "sample": j, "seed": seeds[r], "source": batch["source"][n],
-                            "image": final[r].cpu(), "best_image": best[r].cpu(),
-                            "target_image": None if target_image is None else to_uint8(target_image[None])[0],
-                            "metrics": metrics})
+            records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": metrics,
+                                     "target_image": None if target_image is None else to_uint8(target_image[None])[0]})
         return records
 
     @torch.no_grad()
@@ -215,11 +257,11 @@ class FeatureInversion(LightningModule):
                 f = self.extractor.measure(image[None].to(self.device))[0]
             else:
                 f = feature.to(self.device).float()
-            if image is None and self.feature_dim is not None and f.numel() != self.feature_dim:
-                raise ValueError(f"{source}: target feature has {f.numel()} values, but the extractor "
-                                 f"(model.extractor) gives {self.feature_dim}")
+            if image is None and text is None and self.feature_dim is not None and f.numel() != self.feature_dim:
+                raise ConfigError("data.features", f"{source}: target feature has {f.numel()} values, but the "
+                                                   f"extractor (model.extractor) gives {self.feature_dim}")
             if not torch.isfinite(f).all():
-                raise ValueError(f"{source}: target feature contains NaN or Inf")
+                raise ConfigError("data", f"{source}: target feature contains NaN or Inf")
             rows.append(f)
         return torch.stack(rows)
 
@@ -228,14 +270,25 @@ class FeatureInversion(LightningModule):
         if not texts:
             return torch.empty(0)
         if not hasattr(self.extractor, "encode_text"):
-            raise TypeError(f"data.prompts: text targets need an extractor with encode_text (e.g. "
-                            f"lit_featinv.OpenClipExtractor); {type(self.extractor).__name__} has none")
+            raise ConfigError("data.prompts", f"text targets need an extractor with encode_text (e.g. lit_featinv."
+                                              f"OpenClipExtractor); {type(self.extractor).__name__} has none")
         return self.extractor.encode_text(texts).float()
 
     def on_predict_start(self) -> None:
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("lit_featinv needs gradients in predict: set trainer.inference_mode: false "
-                               "(Trainer(inference_mode=False)); `lit-featinv predict` sets it by default")
+            raise ConfigError("trainer.inference_mode", "lit_featinv needs gradients in predict: set it false "
+                                                        "(Trainer(inference_mode=False)); `lit-featinv predict` does")
         with torch.no_grad():  # the feature size, to check feature-file targets before any work
             image = self.to_image(torch.zeros(1, *self.backbone.sample_shape, device=self.device))
             self.feature_dim = self.extractor.measure(image).shape[1]
+        trainer = self._trainer
+        if trainer is None:
+            return
+        for item in getattr(trainer.datamodule, "items", None) or []:  # every feature-file target, before any work
+            feature = item.get("feature")
+            if feature is not None and feature.numel() != self.feature_dim:
+                raise ConfigError("data.features", f"{item['source']}: target feature has {feature.numel()} values, "
+                                                   f"but the extractor (model.extractor) gives {self.feature_dim}")
+        if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
+            raise ConfigError("trainer.use_distributed_sampler", "must be false with several processes: "
+                                                                 "TargetData gives each rank its own batches")

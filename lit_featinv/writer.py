@@ -1,71 +1,129 @@
-"""Writes each generated image, the best image, a target | generations grid and metrics.jsonl as it goes."""
+"""Writes each generated image, the best image, a target | generations grid and metrics.jsonl as it goes, into a run
+folder that a rerun of the same config resumes."""
 from __future__ import annotations
 
 import json
 import os
-import time
+import warnings
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
 
 from .images import grid, save_png
+from .runfolder import RunFolder
+from .stopping import STOP
 
 
 class InversionWriter(BasePredictionWriter):
     """Per generated image: ``images/ID_J.png``, ``best/ID_J.png``, one line of ``metrics.jsonl``; per target:
-    ``grids/ID.png`` (target | generations). Files are named by sample id and written atomically.
+    ``grids/ID.png`` (target | generations). Files are named by sample id and written atomically; a batch's metrics
+    lines are written after its images, so a line means its generation is complete.
+
+    The folder is one run (:class:`~lit_featinv.runfolder.RunFolder`): generations with a metrics line are not
+    generated again, so rerunning the same config resumes a stopped run. SIGTERM and SIGINT stop the run between
+    two guided iterations; everything written stays.
 
     Args:
-        output_dir: where to write; default ``<trainer.default_root_dir>/featinv``.
+        output_dir: the run folder; default ``trainer.default_root_dir``.
+        overwrite: delete an earlier run's outputs in the folder and start afresh instead of resuming.
     """
 
-    def __init__(self, output_dir: str | None = None):
+    def __init__(self, output_dir: str | None = None, overwrite: bool = False):
         super().__init__(write_interval="batch")
-        self.output_dir = output_dir
+        self.output_dir, self.overwrite = output_dir, overwrite
+        self.summary: dict | None = None
 
     def resolve_dir(self, trainer) -> str:
-        return self.output_dir or os.path.join(trainer.default_root_dir, "featinv")
+        return self.output_dir or trainer.default_root_dir
 
     @property
-    def metrics_path(self) -> str:
-        return os.path.join(self.dir, "metrics.jsonl")
+    def dir(self) -> str:
+        return str(self.folder.path)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.dir = self.resolve_dir(trainer)
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")  # TargetData's batches come whole
+        warnings.filterwarnings("ignore", message="Total length of `DataLoader` across ranks is zero")  # all done
+        self.folder = RunFolder(self.resolve_dir(trainer))
+        if trainer.is_global_zero:
+            self.folder.open(overwrite=self.overwrite)  # lock and clean, unless this process did (lit-featinv)
+        trainer.strategy.barrier("lit_featinv: run folder ready")
+        self.done = self.folder.done()
+        self.unreadable: list[str] = []
+        gens = getattr(pl_module, "samples_per_target", 1)
+        per_id: dict[str, int] = {}
+        for sample_id, _ in self.done:
+            per_id[sample_id] = per_id.get(sample_id, 0) + 1
+        if hasattr(trainer.datamodule, "skip"):
+            trainer.datamodule.skip({sample_id for sample_id, n in per_id.items() if n >= gens})
 
     def on_predict_start(self, trainer, pl_module) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        if trainer.is_global_zero and os.path.exists(self.metrics_path):  # keep an earlier run's metrics
-            kept = os.path.join(self.dir, f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-            os.replace(self.metrics_path, kept)
-            rank_zero_info(f"lit_featinv: earlier metrics moved to {kept}")
-        trainer.strategy.barrier()
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        lines, by_target = [], {}
-        for rec in prediction:
-            stem = f"{rec['id']}_{rec['sample']}"
-            paths = {"image": f"images/{stem}.png", "best_image": f"best/{stem}.png"}
-            save_png(rec["image"], os.path.join(self.dir, paths["image"]))
-            save_png(rec["best_image"], os.path.join(self.dir, paths["best_image"]))
-            by_target.setdefault(rec["id"], [rec["target_image"]] if rec["target_image"] is not None else [])
-            by_target[rec["id"]].append(rec["image"])
-            extra = {"target_image": os.path.abspath(rec["source"])} if rec["target_image"] is not None else {}
-            lines.append(json.dumps({"id": rec["id"], "sample": rec["sample"], "seed": rec["seed"], **paths,
-                                     "target_source": rec["source"], **extra, **rec["metrics"]}))
-        for sample_id, tiles in by_target.items():
-            save_png(grid(tiles), os.path.join(self.dir, "grids", f"{sample_id}.png"))
-        with open(self.metrics_path, "a") as f:  # one write per batch: whole lines, also with several ranks
-            f.write("".join(line + "\n" for line in lines))
+        launcher = trainer.strategy.launcher
+        STOP.install(forward=launcher.kill if launcher is not None and trainer.is_global_zero else None)
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        trainer.strategy.barrier()
-        if not trainer.is_global_zero or not os.path.exists(self.metrics_path):
+        STOP.restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        STOP.restore()
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        lines, by_target, unreadable = [], {}, []
+        for rec in prediction:
+            if rec["status"] == "unreadable":
+                unreadable.append(f"{rec['source']} ({rec['error']})")
+                continue
+            if (rec["id"], rec["sample"]) in self.done:  # written before a stop: the same pixels again
+                continue
+            line = {"id": rec["id"], "sample": rec["sample"], "seed": rec["seed"], "status": rec["status"]}
+            if rec["status"] == "ok":
+                stem = f"{rec['id']}_{rec['sample']}"
+                line |= {"image": f"images/{stem}.png", "best_image": f"best/{stem}.png"}
+                save_png(rec["image"], os.path.join(self.dir, line["image"]))
+                save_png(rec["best_image"], os.path.join(self.dir, line["best_image"]))
+                by_target.setdefault(rec["id"], [rec["target_image"]] if rec["target_image"] is not None else [])
+                by_target[rec["id"]].append(rec["image"])
+            else:
+                line["failed_step"] = rec["failed_step"]
+            line["target_source"] = rec["source"]
+            if rec["target_image"] is not None:
+                line["target_image"] = os.path.abspath(rec["source"])
+            lines.append(line | rec["metrics"])
+        for sample_id, tiles in by_target.items():
+            save_png(grid(tiles), os.path.join(self.dir, "grids", f"{sample_id}.png"))
+        with open(self.folder.metrics, "a") as f:  # one write per batch: whole lines, also with several ranks
+            f.write("".join(json.dumps(line) + "\n" for line in lines))
+        self.done.update({(line["id"], line["sample"]): line for line in lines})
+        if unreadable:
+            warnings.warn(f"data.images: skipped {len(unreadable)} image(s) that could not be decoded: "
+                          + ", ".join(unreadable))
+            self.unreadable += unreadable
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage != "predict" or not hasattr(self, "folder"):
             return
-        with open(self.metrics_path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        cos = torch.tensor([r["cosine"] for r in rows])
-        print(f"lit_featinv: {len(rows)} images in {os.path.abspath(self.dir)}/images (best: best/, grids: grids/)\n"
-              f"lit_featinv: metrics in {os.path.abspath(self.metrics_path)}; cosine to target: "
-              f"mean {cos.mean():.4f}, worst {cos.min():.4f}")
+        trainer.strategy.barrier("lit_featinv: all written")
+        unreadable = self.unreadable
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self.unreadable)
+            unreadable = [name for part in gathered for name in part]
+        if trainer.is_global_zero:
+            self.summary = self.summarise(unreadable)
+            print(self.summary["text"], flush=True)
+        self.folder.release()
+
+    def summarise(self, unreadable: list[str]) -> dict:
+        rows = list(self.folder.done().values())
+        ok = [r for r in rows if r.get("status", "ok") == "ok"]
+        failed = [r for r in rows if r.get("status", "ok") != "ok"]
+        text = f"lit_featinv: {len(ok)} images in {os.path.abspath(self.dir)}/images (best: best/, grids: grids/)"
+        if ok:
+            cos = torch.tensor([r["cosine"] for r in ok])
+            text += (f"\nlit_featinv: metrics in {os.path.abspath(self.folder.metrics)}; cosine to target: "
+                     f"mean {cos.mean():.4f}, worst {cos.min():.4f}")
+        if failed:
+            text += (f"\nlit_featinv: {len(failed)} generation(s) became NaN/Inf and were not written (status "
+                     f"'nonfinite' in metrics.jsonl): " + ", ".join(f"{r['id']}_{r['sample']}" for r in failed[:10]))
+        if unreadable:
+            text += f"\nlit_featinv: {len(unreadable)} target image(s) could not be decoded: " + ", ".join(unreadable)
+        return {"ok": len(ok), "failed": len(failed), "unreadable": unreadable, "text": text}

@@ -57,7 +57,7 @@ def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_p
     cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
     root = tmp_path / "out"
     main(["predict", "--config", str(cfg), "--trainer.default_root_dir", str(root)])
-    out = root / "featinv"
+    out = root
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["id"], r["sample"]) for r in rows] == [(f"img{i}", j) for i in range(3) for j in range(2)]
     assert (root / "config.yaml").exists()
@@ -76,9 +76,11 @@ def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_p
     assert grid.shape[-1] == 3 * 16 + 2 * 2  # target | 2 generations
     assert not list(out.rglob(".tmp-*"))
 
-    # a second run keeps the first run's metrics
+    # a second run of the same config resumes it: everything is done, nothing is generated or written again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     main(["predict", "--config", str(cfg), "--trainer.default_root_dir", str(root)])
-    assert len(list(out.glob("metrics.*.jsonl"))) == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 6
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
 
 
 def test_command_line_overrides_and_module_entry_point(tmp_path, pixel_prior, timm_dir, image_dir):
@@ -99,7 +101,14 @@ def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit, match="model.backbone.pretrained: no such file or folder .*nope"):
-        main(["predict", "--config", str(cfg)])
+        main(["predict", "--trainer.default_root_dir", str(tmp_path / "out"), "--config", str(cfg)])
+    assert not (tmp_path / "out").exists()  # found before the run folder is made
+    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config["model"]["init_args"]["recurrence"] = 0
+    cfg.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="model.recurrence: 0 is not a count"):  # found when the model is built
+        main(["predict", "--trainer.default_root_dir", str(tmp_path / "out"), "--config", str(cfg)])
+    assert list((tmp_path / "out").iterdir()) == []  # no lock left, no config.yaml of a run that never started
 
 
 def test_readme_module_extractor_example_parses(tmp_path, pixel_prior, image_dir, capsys):
@@ -138,8 +147,8 @@ def test_two_processes_give_the_same_images_as_one(tmp_path, pixel_prior, timm_d
                                  "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
                                  "--trainer.default_root_dir", str(out)], capture_output=True, text=True, cwd=ROOT)
         assert result.returncode == 0, result.stderr[-3000:]
-        rows = [json.loads(line) for line in (out / "featinv" / "metrics.jsonl").read_text().splitlines()]
-        outputs[devices] = {(r["id"], r["sample"]): load_image(out / "featinv" / r["image"]) for r in rows}
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        outputs[devices] = {(r["id"], r["sample"]): load_image(out / r["image"]) for r in rows}
     assert sorted(outputs[1]) == sorted(outputs[2]) and len(outputs[1]) == 6
     for key, image in outputs[1].items():
         assert (image - outputs[2][key]).abs().max() <= 1 / 255
@@ -153,7 +162,7 @@ def test_reported_metrics_are_float32_under_bf16_mixed(tmp_path, pixel_prior, ti
     config["trainer"]["precision"] = "bf16-mixed"
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     main(["predict", "--config", str(tmp_path / "run.yaml"), "--trainer.default_root_dir", str(tmp_path)])
-    out = tmp_path / "featinv"
+    out = tmp_path
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     ext = TimmExtractor(f"local-dir:{timm_dir}", autocast=True)
     worst_bf16 = 0.0
@@ -173,10 +182,10 @@ def test_preprocess_override_it_cannot_take_is_one_line(tmp_path, pixel_prior, t
     config["model"]["init_args"]["extractor"]["init_args"]["preprocess"] = {"resize": 8, "crop": 16}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as stop:
-        main(["predict", "--config", str(tmp_path / "bad.yaml")])
+        main(["predict", "--trainer.default_root_dir", str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml")])
     assert str(stop.value) == ("lit-featinv: error: model.extractor.preprocess.crop: [16, 16] is larger than the "
                                "resize to 8: the crop must fit inside the resized image")
     with pytest.raises(SystemExit) as stop:  # from the command line too
-        main(["predict", "--config", str(tmp_path / "bad.yaml"), "--model.init_args.extractor.init_args.preprocess",
+        main(["predict", "--trainer.default_root_dir", str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml"), "--model.init_args.extractor.init_args.preprocess",
               '{"resize": 16, "crop": 16, "interpolation": "lanczos"}'])
     assert str(stop.value).startswith("lit-featinv: error: model.extractor.preprocess.interpolation: 'lanczos' is not")

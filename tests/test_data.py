@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lit_featinv.errors import ConfigError
 from lit_featinv.data import TargetData
 from lit_featinv.images import load_image
 
@@ -38,11 +39,11 @@ def test_folder_is_recursive_sorted_with_relative_ids_and_skips_non_images(tmp_p
 
 
 def test_empty_or_missing_folder_names_the_key(tmp_path):
-    with pytest.raises(ValueError, match="data.images: no readable image"):
+    with pytest.raises(ConfigError, match="data.images: no readable image"):
         TargetData(images=str(tmp_path)).setup()
-    with pytest.raises(FileNotFoundError, match="data.images"):
+    with pytest.raises(ConfigError, match="data.images"):
         TargetData(images=str(tmp_path / "missing")).setup()
-    with pytest.raises(ValueError, match="data.images"):
+    with pytest.raises(ConfigError, match="data.images"):
         TargetData()
 
 
@@ -59,7 +60,7 @@ def test_feature_files(tmp_path):
 
 def test_non_finite_feature_names_the_file(tmp_path):
     torch.save(torch.tensor([[1.0, float("nan")], [1.0, 2.0]]), tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match=r"bad.pt: target features contain NaN or Inf \(rows \[0\]\)"):
+    with pytest.raises(ConfigError, match=r"^data.features: .*bad.pt': target features contain NaN or Inf \(rows \[0\]\)"):
         TargetData(features=str(tmp_path / "bad.pt")).setup()
 
 
@@ -70,5 +71,5 @@ def test_limit_and_duplicate_ids(tmp_path):
     data.setup()
     assert [item["id"] for item in data.items] == ["a", "b"]
     np.save(tmp_path / "a.npy", np.ones(3, np.float32))
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ConfigError, match="^data: sample ids must be unique"):
         TargetData(images=str(tmp_path), features=str(tmp_path / "a.npy")).setup()

@@ -4,6 +4,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from lit_featinv.errors import ConfigError
 from lit_featinv import ModuleExtractor, TimmExtractor
 
 
@@ -42,7 +43,7 @@ def test_named_layer_channel_subset_and_pooling(timm_dir):
 
 def test_unknown_layer_names_the_key(timm_dir):
     ext = TimmExtractor(f"local-dir:{timm_dir}", layer="no_such_block")
-    with pytest.raises(KeyError, match="model.extractor.layer"):
+    with pytest.raises(ConfigError, match="model.extractor.layer"):
         ext(torch.rand(1, 1, 16, 16))
 
 
@@ -65,10 +66,10 @@ def test_module_extractor_loads_weights_and_takes_a_submodule(tmp_path, suffix):
 
 def test_module_extractor_errors_name_the_key(tmp_path):
     net = torchvision.models.resnet18(weights=None)
-    with pytest.raises(FileNotFoundError, match="model.extractor.weights"):
+    with pytest.raises(ConfigError, match="model.extractor.weights"):
         ModuleExtractor(net, weights=str(tmp_path / "missing.pt"))
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "bad.pt")
-    with pytest.raises(RuntimeError, match="model.extractor.weights"):
+    with pytest.raises(ConfigError, match="model.extractor.weights"):
         ModuleExtractor(net, weights=str(tmp_path / "bad.pt"))
 
 
@@ -80,5 +81,5 @@ def test_extractors_are_frozen_and_stay_in_eval(timm_dir):
 
 
 def test_missing_local_timm_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.extractor.model_name"):
+    with pytest.raises(ConfigError, match="model.extractor.model_name"):
         TimmExtractor(f"local-dir:{tmp_path / 'nope'}")

@@ -5,6 +5,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, 
 from lightning.pytorch import Trainer
 
 from conftest import batch_of, build_module, save_pixel_prior, write_images
+from lit_featinv.errors import ConfigError
 from lit_featinv import CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TargetData, TimmExtractor
 from lit_featinv.images import to_uint8
 from lit_featinv.module import BestImage
@@ -157,7 +158,7 @@ def test_latent_prior_decodes_inside_the_loop(latent_prior, timm_dir, image_dir)
 
 def test_inference_mode_guard(pixel_prior, timm_dir, image_dir):
     trainer = Trainer(accelerator="cpu", inference_mode=True, logger=False, enable_progress_bar=False)
-    with pytest.raises(RuntimeError, match="inference_mode: false"):
+    with pytest.raises(ConfigError, match="trainer.inference_mode: .*set it false"):
         trainer.predict(build_module(pixel_prior, timm_dir), datamodule=TargetData(images=str(image_dir)),
                         return_predictions=False)
 
@@ -165,14 +166,14 @@ def test_inference_mode_guard(pixel_prior, timm_dir, image_dir):
 def test_feature_file_of_the_wrong_size_names_the_file(pixel_prior, timm_dir, tmp_path):
     torch.save(torch.ones(2, 7), tmp_path / "wrong.pt")
     trainer = Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False)
-    with pytest.raises(ValueError, match=r"wrong.pt\[0\]: target feature has 7 values"):
+    with pytest.raises(ConfigError, match=r"^data.features: .*wrong.pt\[0\]: target feature has 7 values"):
         trainer.predict(build_module(pixel_prior, timm_dir), datamodule=TargetData(features=str(tmp_path)),
                         return_predictions=False)
 
 
 def test_missing_model_folder_names_the_key(tmp_path, timm_dir):
     from lit_featinv import DiffusionPrior
-    with pytest.raises(FileNotFoundError, match="model.backbone.pretrained"):
+    with pytest.raises(ConfigError, match="model.backbone.pretrained"):
         DiffusionPrior(str(tmp_path / "no_model"))
 
 
@@ -199,7 +200,7 @@ def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, offline_h
     DDPMScheduler.from_pretrained(pixel_prior, subfolder="scheduler").save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    with pytest.raises(RuntimeError, match=r"model.backbone.pretrained: cannot load 'someone/ddpm-flat' \(scheduler/\)"):
+    with pytest.raises(ConfigError, match=r"model.backbone.pretrained: cannot load 'someone/ddpm-flat' \(scheduler/\)"):
         DiffusionPrior("someone/ddpm-flat")
     prior = DiffusionPrior("someone/ddpm-flat", unet_subfolder=None, scheduler_subfolder=None)
     reference = DiffusionPrior(str(pixel_prior))

@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision.transforms._presets import ImageClassification
 
 from conftest import batch_of, write_images
+from lit_featinv.errors import ConfigError
 from lit_featinv import (DiffusionPrior, FeatureInversion, ModuleExtractor, OpenClipExtractor, TargetData,
                          TimmExtractor, TorchvisionExtractor)
 from lit_featinv.images import to_uint8
@@ -42,7 +43,7 @@ def test_open_clip_preprocessing_matches_its_eval_transform(open_clip_name):
 def test_open_clip_layer_and_text_embedding(open_clip_name):
     ext = OpenClipExtractor(open_clip_name, layer="visual.layer4", pool="max", select=[0, 3])
     assert ext(torch.rand(1, 3, 32, 32)).shape == (1, 2)
-    with pytest.raises(ValueError, match="data.prompts: .*layer: null"):
+    with pytest.raises(ConfigError, match="data.prompts: .*layer: null"):
         ext.encode_text(["a dog"])
     ext = OpenClipExtractor(open_clip_name)
     tokens = open_clip.get_tokenizer(open_clip_name)(["a dog", "a cat"])
@@ -51,15 +52,15 @@ def test_open_clip_layer_and_text_embedding(open_clip_name):
 
 
 def test_open_clip_unknown_tag_names_the_key(open_clip_name):
-    with pytest.raises(RuntimeError, match="model.extractor: cannot create open_clip model"):
+    with pytest.raises(ConfigError, match="model.extractor: cannot create open_clip model"):
         OpenClipExtractor(open_clip_name, pretrained="no-such-tag")
-    with pytest.raises(FileNotFoundError, match="model.extractor.pretrained"):
+    with pytest.raises(ConfigError, match="model.extractor.pretrained"):
         OpenClipExtractor(open_clip_name, pretrained="missing/weights.pt")
 
 
 def test_open_clip_weights_offline_name_the_key(offline_hub):
     """RN50/openai (the paper's CLIP) with no network and an empty cache: one message naming the key and the file."""
-    with pytest.raises(RuntimeError, match=r"model.extractor: cannot create open_clip model 'RN50-quickgelu' with "
+    with pytest.raises(ConfigError, match=r"model.extractor: cannot create open_clip model 'RN50-quickgelu' with "
                                            r"pretrained='openai':.*point model.extractor.pretrained at the local file"
                                            r".*resnet50_clip.openai"):
         OpenClipExtractor("RN50-quickgelu", pretrained="openai")
@@ -75,7 +76,7 @@ def test_torchvision_weights_offline_name_the_key_then_load_from_the_hub_cache(t
     monkeypatch.setattr(torch.hub, "urlopen", offline)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     url = ResNet18_Weights.IMAGENET1K_V1.url
-    with pytest.raises(RuntimeError, match=rf"model.extractor.weights: cannot download resnet18 IMAGENET1K_V1 from "
+    with pytest.raises(ConfigError, match=rf"model.extractor.weights: cannot download resnet18 IMAGENET1K_V1 from "
                                            rf"{url}; without a network, put that file in {tmp_path}/hub/checkpoints"):
         TorchvisionExtractor("resnet18", weights="IMAGENET1K_V1")
     torch.manual_seed(1)
@@ -124,9 +125,9 @@ def test_torchvision_layer_is_a_graph_node():
         ref(ext.preprocess(x))
         torch.testing.assert_close(ext(x), seen["out"].amax((2, 3))[:, [1, 5]])
     assert TorchvisionExtractor("resnet18", layer="layer1.0.relu_1", pool=None)(x).shape == (1, 64 * 56 * 56)
-    with pytest.raises(ValueError, match="model.extractor.layer: no node or module 'layer9'"):
+    with pytest.raises(ConfigError, match="model.extractor.layer: no node or module 'layer9'"):
         TorchvisionExtractor("resnet18", layer="layer9")
-    with pytest.raises(ValueError, match="model.extractor.weights: 'NOPE' is not one of"):
+    with pytest.raises(ConfigError, match="model.extractor.weights: 'NOPE' is not one of"):
         TorchvisionExtractor("resnet18", weights="NOPE")
 
 
@@ -163,7 +164,7 @@ def test_prompts_from_a_list_or_a_file(tmp_path):
         batch = next(iter(data.predict_dataloader()))
         assert batch["id"] == ["prompt_00000", "prompt_00001"] and batch["text"] == ["a dog", "a cat"]
         assert batch["image"] == [None, None] and batch["feature"] == [None, None]
-    with pytest.raises(FileNotFoundError, match="data.prompts"):
+    with pytest.raises(ConfigError, match="data.prompts"):
         TargetData(prompts=str(tmp_path / "missing.txt")).setup()
 
 
@@ -177,7 +178,7 @@ def test_text_targets_use_encode_text_or_name_the_key(tmp_path, open_clip_name, 
     torch.testing.assert_close(target[1], module.extractor.encode_text(["a dog"])[0])
     torch.testing.assert_close(target[0], module.extractor(batch["image"][0][None])[0])
     module = FeatureInversion(DiffusionPrior(str(pixel_prior)), TimmExtractor(f"local-dir:{timm_dir}"), progress=False)
-    with pytest.raises(TypeError, match="data.prompts: text targets need an extractor with encode_text"):
+    with pytest.raises(ConfigError, match="data.prompts: text targets need an extractor with encode_text"):
         module.targets(batch)
 
 

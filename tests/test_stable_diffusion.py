@@ -10,6 +10,7 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from conftest import ROOT, write_images
+from lit_featinv.errors import ConfigError
 from lit_featinv import FeatureInversion, StableDiffusionPrior, TimmExtractor
 from lit_featinv.backbones import encode_prompt
 from lit_featinv.cli import main
@@ -70,15 +71,15 @@ def test_guided_bf16_autocast_runs(sd_prior, timm_dir):
 def test_unreachable_hub_id_fails_at_start_up_naming_the_key(offline_hub):
     expected = (r"model.backbone.pretrained: cannot load 'nobody/no-such-model'.*"
                 r"point model.backbone.pretrained at the local folder")
-    with pytest.raises(RuntimeError, match=expected):
+    with pytest.raises(ConfigError, match=expected):
         StableDiffusionPrior("nobody/no-such-model")
-    with pytest.raises(RuntimeError, match=r"\(text_encoder/\): It is neither a local folder"):  # transformers loads
+    with pytest.raises(ConfigError, match=r"\(text_encoder/\): It is neither a local folder"):  # transformers loads
         encode_prompt("nobody/no-such-model")
 
 
 def test_folder_without_tokenizer_is_an_error(sd_prior, tmp_path):
     folder = shutil.copytree(sd_prior, tmp_path / "sd", ignore=shutil.ignore_patterns("tokenizer"))
-    with pytest.raises(RuntimeError, match="model.backbone.pretrained: .* has no usable tokenizer/"):
+    with pytest.raises(ConfigError, match="model.backbone.pretrained: .* has no usable tokenizer/"):
         StableDiffusionPrior(str(folder))
 
 
