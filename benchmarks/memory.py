@@ -102,7 +102,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a plain checkout (the GPU machine does not install the package)
 
-from lit_featinv import FeatureInversion, OpenClipExtractor, StableDiffusionPrior, TorchvisionExtractor  # noqa: E402
+from lit_featinv import (FeatureInversion, OpenClipExtractor, StableDiffusionPrior, TorchvisionExtractor,  # noqa: E402
+                         UNetGradient)
 from lit_featinv.sampling import alpha_bar, fork  # noqa: E402
 
 GiB = 2**30
@@ -305,7 +306,7 @@ def estimate_case(module, scheduler, sample, t, abar, target, dtype: str) -> dic
     with PeakTensorBytes() as peak, torch.no_grad(), autocast(torch.device("cpu"), dtype):
         try:
             module.guided_output(scheduler, sample, t, abar, target, w=4.0)
-        except DataDependentOutputException:  # shape_gradient's finiteness check reads values: the forward and
+        except DataDependentOutputException:  # Guidance.shape's finiteness check reads values: the forward and
             pass                              # backward passes are done by then, the rest is latent-sized
     resident = resident_bytes(module)
     row = {"resident_gib": resident / GiB, "activations_gib": peak.peak / GiB,
@@ -318,8 +319,8 @@ def estimate_case(module, scheduler, sample, t, abar, target, dtype: str) -> dic
 def run_case(prior, extractor, batch: int, dtype: str, device: torch.device, warmup: int, iters: int,
              steps: int = 1000, estimate: bool = False) -> dict:
     """Warm-up + timed calls of ``guided_output`` for one configuration: peak memory and ms per iteration."""
-    module = FeatureInversion(prior, extractor, num_inference_steps=steps, guidance_scale=4.0, clip_theta=2.0,
-                              recurrence=8, progress=False).to(device)
+    module = FeatureInversion(prior, extractor, num_inference_steps=steps,
+                              guidance=UNetGradient(scale=4.0, clip_theta=2.0), recurrence=8, progress=False).to(device)
     scheduler = fork(module.backbone.scheduler)
     scheduler.set_timesteps(steps, device=device)
     i = len(scheduler.timesteps) // 2

@@ -28,7 +28,7 @@ from lit_featinv.images import load_image  # noqa: E402
 
 ZOO = "assets/zoo"
 RESNET, VIT = f"local-dir:{ZOO}/fmnist-resnet10t", f"local-dir:{ZOO}/fmnist-vit-tiny"
-UNGUIDED = ["--model.init_args.guidance_scale", "0", "--model.init_args.recurrence", "1"]
+UNGUIDED = ["--model.init_args.guidance.init_args.scale", "0", "--model.init_args.recurrence", "1"]
 # name: (config, extra CLI arguments, the other classifier for the agreement check)
 CASES = {
     "pixel_resnet": ("configs/fmnist/pixel_resnet.yaml", [], VIT),

@@ -2,6 +2,7 @@
 from .backbones import DiffusionPrior, LatentDiffusionPrior, StableDiffusionPrior
 from .data import TargetData
 from .extractors import FeatureExtractor, ModuleExtractor, OpenClipExtractor, TimmExtractor, TorchvisionExtractor
+from .guidance import CleanEstimateGradient, Guidance, UNetGradient
 from .losses import CosineDistance, FeatureLoss, SquaredL2
 from .module import FeatureInversion
 from .preprocess import Preprocess
@@ -9,6 +10,6 @@ from .writer import InversionWriter
 
 __all__ = ["DiffusionPrior", "LatentDiffusionPrior", "StableDiffusionPrior", "FeatureExtractor", "TimmExtractor",
            "ModuleExtractor", "OpenClipExtractor", "TorchvisionExtractor",
-           "FeatureLoss", "SquaredL2", "CosineDistance", "Preprocess", "FeatureInversion", "TargetData",
+           "Guidance", "UNetGradient", "CleanEstimateGradient", "FeatureLoss", "SquaredL2", "CosineDistance", "Preprocess", "FeatureInversion", "TargetData",
            "InversionWriter"]
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 from .backbones import DiffusionPrior
 from .errors import ConfigError
 from .extractors import FeatureExtractor
+from .guidance import Guidance, UNetGradient
 from .images import to_uint8
 from .losses import FeatureLoss, SquaredL2, match_metrics
 from .sampling import (alpha_bar, check_timesteps, fork, generators, in_sigma_space, join_prediction, renoise,
@@ -22,36 +22,34 @@ from .stopping import STOP
 
 class BestImage:
     """Per sample, the image (uint8, as it will be saved) with the smallest loss seen so far and its step; ties keep
-    the earlier image, as the authors' code does."""
+    the earlier image, as the authors' code does. ``rows``: which samples of the batch the update is for."""
 
     def __init__(self):
         self.image = self.loss = self.step = None
 
-    def update(self, image: torch.Tensor, loss: torch.Tensor, step: int) -> None:
+    def update(self, image: torch.Tensor, loss: torch.Tensor, step: int, rows: torch.Tensor) -> None:
         if self.image is None:
             self.image, self.loss, self.step = image, loss, torch.full(loss.shape, step, device=loss.device)
             return
-        better = loss < self.loss
-        self.image = torch.where(better.view(-1, *[1] * (image.ndim - 1)), image, self.image)
-        self.loss = torch.where(better, loss, self.loss)
-        self.step = torch.where(better, torch.full_like(self.step, step), self.step)
+        better = loss < self.loss[rows]
+        self.image[rows] = torch.where(better.view(-1, *[1] * (image.ndim - 1)), image, self.image[rows])
+        self.loss[rows] = torch.where(better, loss, self.loss[rows])
+        self.step[rows] = torch.where(better, torch.full_like(self.step[rows], step), self.step[rows])
 
 
 class FeatureInversion(LightningModule):
     """Generate images whose features match target features by guiding a frozen diffusion prior.
 
-    Nothing is trained: every network is frozen. Guidance changes the model's prediction
-    (eps_tilde = eps + w * rescaled, clipped d loss / d z_t); the step is the scheduler's own.
+    Nothing is trained: every network is frozen. The guidance changes the model's prediction
+    (eps_tilde = eps + w * rescaled, clipped gradient of the loss); the step is the scheduler's own.
 
     Args:
         backbone: the diffusion prior (UNet, scheduler, decoder).
-        extractor: the network and layer whose feature is matched.
+        extractor: the network and layer whose feature is matched (and measured).
         loss: distance to minimise (default: squared Euclidean, as in the paper).
+        guidance: how the prediction is guided: :class:`~lit_featinv.guidance.UNetGradient` (the paper's, default) or
+            :class:`~lit_featinv.guidance.CleanEstimateGradient` (no UNet backward), with w and its schedule.
         num_inference_steps: scheduler steps.
-        guidance_scale: w; scale it with the step size (the paper: 4 for 1000 DDPM steps; 0.5 for 50 DDIM steps).
-        allow_negative_guidance: accept w < 0 (guidance away from the target).
-        rescale_grad: rescale the gradient per sample to the norm of the predicted noise.
-        clip_theta: clip the gradient element-wise to mean +- theta * std (<= 0: no clipping).
         recurrence: self-recurrence K: guided iterations per step (re-noising between them).
         early_steps, early_recurrence: the first ``early_steps`` steps use ``early_recurrence`` iterations.
         samples_per_target: generations per target, each with its own seed.
@@ -60,6 +58,8 @@ class FeatureInversion(LightningModule):
         best_from_guided: also score the clean estimate recomputed from the guided noise as a best-image candidate,
             beside the estimate before guidance (the authors' choice; one more decode and network forward per
             iteration).
+        stop_cosine: a generation whose estimate (as saved) reaches this cosine to its target stops there: that
+            estimate is its final image, and it leaves the batch (null: every generation runs every step).
         progress: show a progress bar over the steps of each batch.
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
@@ -67,10 +67,10 @@ class FeatureInversion(LightningModule):
     """
 
     def __init__(self, backbone: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
-                 num_inference_steps: int = 50, guidance_scale: float = 0.5, rescale_grad: bool = True,
-                 clip_theta: float = 3.0, recurrence: int = 8, early_steps: int = 0, early_recurrence: int = 1,
-                 samples_per_target: int = 1, seed: int = 0, eta: float = 0.0, best_from_guided: bool = False,
-                 progress: bool = True, allow_negative_guidance: bool = False):
+                 guidance: Guidance | None = None, num_inference_steps: int = 50, recurrence: int = 8,
+                 early_steps: int = 0, early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0,
+                 eta: float = 0.0, best_from_guided: bool = False, stop_cosine: float | None = None,
+                 progress: bool = True):
         super().__init__()
         for key, value in (("recurrence", recurrence), ("early_recurrence", early_recurrence),
                            ("samples_per_target", samples_per_target), ("num_inference_steps", num_inference_steps),
@@ -78,17 +78,19 @@ class FeatureInversion(LightningModule):
             if value < 1:
                 raise ConfigError(f"model.{key}", f"{value if key != 'early_steps' else early_steps} is not a count "
                                                   f"(>= {0 if key == 'early_steps' else 1})")
-        for key, value in (("guidance_scale", guidance_scale), ("clip_theta", clip_theta), ("eta", eta)):
-            if not math.isfinite(value):
-                raise ConfigError(f"model.{key}", f"{value} is not a finite number")
-        if guidance_scale < 0 and not allow_negative_guidance:
-            raise ConfigError("model.guidance_scale", f"{guidance_scale} < 0 guides away from the target; set "
-                                                      f"model.allow_negative_guidance: true if that is meant")
-        if eta < 0:
-            raise ConfigError("model.eta", f"{eta} < 0")
+        if not math.isfinite(eta) or eta < 0:
+            raise ConfigError("model.eta", f"{eta} is not a number >= 0")
+        if stop_cosine is not None and not -1 < stop_cosine <= 1:
+            raise ConfigError("model.stop_cosine", f"{stop_cosine} is not a cosine in (-1, 1]")
         self.backbone, self.extractor, self.loss = backbone, extractor, loss or SquaredL2()
-        self.num_inference_steps, self.guidance_scale = num_inference_steps, guidance_scale
-        self.rescale_grad, self.clip_theta = rescale_grad, clip_theta
+        history = [a for a in ("ets", "model_outputs", "derivatives", "prev_derivative") if hasattr(backbone.scheduler, a)]
+        if stop_cosine is not None and history:
+            raise ConfigError("model.stop_cosine", f"{type(backbone.scheduler).__name__} keeps earlier outputs per "
+                                                   f"sample ({history[0]}), so samples cannot leave the batch; use a "
+                                                   f"one-step scheduler (DDIM, DDPM, Euler) or stop_cosine: null")
+        self.guidance = guidance or UNetGradient()
+        self.guidance.check(num_inference_steps)
+        self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
@@ -97,10 +99,6 @@ class FeatureInversion(LightningModule):
         self.feature_dim: int | None = None
 
     # ---- overridable pieces -------------------------------------------------------------------
-    def guidance_weight(self, step_index: int, t: torch.Tensor) -> float:
-        """w at this step (constant; override for a schedule)."""
-        return self.guidance_scale
-
     def iterations_at(self, step_index: int) -> int:
         """Self-recurrence K at this step (early-step emphasis for the first ``early_steps``)."""
         return self.early_recurrence if step_index < self.early_steps else self.recurrence
@@ -109,69 +107,49 @@ class FeatureInversion(LightningModule):
         """A clean sample -> image in [0, 1] (not clamped: a clamp would zero the gradient)."""
         return (self.backbone.decode(sample) + 1) / 2
 
-    def shape_gradient(self, grad: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Rescale the gradient to the noise's norm and clip it element-wise, per sample."""
-        dims = tuple(range(1, grad.ndim))
-        bad = ~torch.isfinite(grad).flatten(1).all(1)
-        if bad.any():
-            warnings.warn(f"the guidance gradient of {int(bad.sum())} sample(s) is NaN or Inf (the network, decoder or "
-                          f"loss overflowed at this estimate): they take this iteration unguided; if it recurs, "
-                          f"lower model.guidance_scale or run with trainer.precision 32-true")
-            grad = torch.where(bad.view(-1, *[1] * len(dims)), torch.zeros_like(grad), grad)
-        if self.rescale_grad:
-            norm = lambda x: torch.linalg.vector_norm(x, dim=dims, keepdim=True)
-            grad = grad * norm(eps) / norm(grad).clamp_min(1e-12)
-        if self.clip_theta > 0:
-            mean, std = grad.mean(dims, keepdim=True), grad.std(dims, keepdim=True)
-            grad = torch.minimum(torch.maximum(grad, mean - self.clip_theta * std), mean + self.clip_theta * std)
-        return grad
-
     # ---- the guided loop ----------------------------------------------------------------------
     def guided_output(self, scheduler, sample, t, abar, target, w: float):
-        """One UNet call at timestep t, signal level abar: (guided model output, clean estimate before guidance as an
-        image in [0, 1], clean estimate recomputed from the guided noise (a sample, not decoded))."""
-        kind = scheduler.config.prediction_type
-        with torch.enable_grad():
-            z = scheduler.scale_model_input(sample, t).detach().requires_grad_(w != 0)
-            out = self.backbone.denoise(z, t)
-            eps, x0 = split_prediction(out, z, abar, kind)
-            image = self.to_image(x0)
-            if w == 0:
-                return out.detach(), image.detach(), x0.detach()
-            loss = self.loss(self.extractor(image), target)
-            grad = torch.autograd.grad(loss.sum(), z)[0]
-        z, eps = z.detach(), eps.detach()
-        output = join_prediction(eps + w * self.shape_gradient(grad, eps), z, abar, kind)
-        return output, image.detach(), split_prediction(output, z, abar, kind)[1]
+        """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
+        guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
+        objective = lambda image: self.loss(self.extractor(image), target)  # noqa: E731
+        return self.guidance(self.backbone.denoise, self.to_image, objective, scheduler.scale_model_input(sample, t),
+                             t, abar, scheduler.config.prediction_type, w)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images in [0, 1] -> (uint8 images as they will be saved, their float32 loss to the target)."""
+    def score(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] -> (uint8 images as they will be saved, their float32 loss to the target, their
+        features)."""
         saved = to_uint8(images)
         with torch.autocast(saved.device.type, enabled=False):
-            return saved, self.loss(self.extractor.measure(saved.float() / 255), target.float())
+            features = self.extractor.measure(saved.float() / 255)
+            return saved, self.loss(features, target.float()), features
 
-    def track_best(self, best: BestImage, candidates: list[torch.Tensor], target: torch.Tensor, step: int) -> None:
-        """Score candidate images [B, ...] (earliest first) in one extractor call; keep each sample's best."""
-        saved, loss = self.score(torch.cat(candidates), target.repeat(len(candidates), 1))
+    def track_best(self, best: BestImage, candidates: list[torch.Tensor], target: torch.Tensor, step: int,
+                   rows: torch.Tensor) -> torch.Tensor:
+        """Score candidate images [B, ...] (earliest first) as saved in one extractor call and keep each sample's
+        best; returns the first candidate's cosine to the target."""
+        saved, loss, features = self.score(torch.cat(candidates), target.repeat(len(candidates), 1))
         for image, value in zip(saved.chunk(len(candidates)), loss.chunk(len(candidates))):
-            best.update(image, value, step)
+            best.update(image, value, step, rows)
+        return torch.nn.functional.cosine_similarity(features[: len(target)], target.float(), dim=1)
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
-        their bookkeeping."""
+        their bookkeeping. Samples that stop (``stop_cosine``) or fail leave the batch; ``rows`` are the ones left."""
         gens = generators(seeds)
         scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         shape = (len(seeds), *self.backbone.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
-        best, nfe = BestImage(), 0
+        rows = torch.arange(len(seeds), device=self.device)  # the samples still in the batch
+        best, final, nfe = BestImage(), [None] * len(seeds), torch.zeros(len(seeds), dtype=torch.long)
         failed = torch.full((len(seeds),), -1, device=self.device)  # step where a sample became NaN/Inf; -1: never
+        stopped = torch.full((len(seeds),), -1, device=self.device)  # step where it reached stop_cosine
         timesteps, sigma_space = scheduler.timesteps, in_sigma_space(scheduler)
         bar = tqdm(timesteps, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
         for i, t in enumerate(bar):
             abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
-            w, iterations = self.guidance_weight(i, t), self.iterations_at(i)
+            w, iterations = self.guidance.weight(i), self.iterations_at(i)
             for k in range(iterations):
                 STOP.check()  # a stop signal ends the run here
                 output, image, guided_x0 = self.guided_output(scheduler, sample, t, abar, target, w)
@@ -179,26 +157,42 @@ class FeatureInversion(LightningModule):
                 if self.best_from_guided and w != 0:
                     with torch.no_grad():
                         candidates.append(self.to_image(guided_x0))
-                self.track_best(best, candidates, target, i)
+                cosine = self.track_best(best, candidates, target, i, rows)
+                nfe[rows.cpu()] += 1
+                if self.stop_cosine is not None and (cosine >= self.stop_cosine).any():
+                    done = cosine >= self.stop_cosine
+                    for r, img in zip(rows[done].tolist(), image[done]):
+                        final[r] = img
+                    stopped[rows[done]] = i
+                    keep = ~done
+                    rows, sample, output, target = rows[keep], sample[keep], output[keep], target[keep]
+                    gens = [g for g, kept in zip(gens, keep.tolist()) if kept]
+                    if not len(rows):
+                        break
                 last = k == iterations - 1
                 stepper = scheduler if last else fork(scheduler)
                 sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
                 if not last:  # back to t: x_prev + noise in sigma space, sqrt(abar ratio) scaling otherwise
                     sample = renoise(sample, abar, abar_prev, gens, sigma_space)
-                sample, failed = self.drop_nonfinite(sample, failed, i)
-                nfe += 1
-        with torch.no_grad():
-            image = self.to_image(sample)
-        self.track_best(best, [image], target, len(timesteps))
-        return {"image": image, "best_image": best.image, "best_step": best.step, "nfe": nfe, "failed_step": failed}
+                sample, failed = self.drop_nonfinite(sample, failed, i, rows)
+            if not len(rows):
+                break
+        if len(rows):
+            with torch.no_grad():
+                image = self.to_image(sample)
+            self.track_best(best, [image], target, len(timesteps), rows)
+            for r, img in zip(rows.tolist(), image):
+                final[r] = img
+        return {"image": torch.stack(final), "best_image": best.image, "best_step": best.step, "nfe": nfe,
+                "failed_step": failed, "stop_step": stopped}
 
     @staticmethod
-    def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int):
+    def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int, rows: torch.Tensor):
         """Mark samples that became NaN/Inf at ``step`` (their generation fails) and zero them so the batch goes on."""
         bad = ~torch.isfinite(sample).flatten(1).all(1)
         if not bad.any():
             return sample, failed
-        failed = torch.where(bad & (failed < 0), torch.full_like(failed, step), failed)
+        failed[rows[bad & (failed[rows] < 0)]] = step
         return torch.where(bad.view(-1, *[1] * (sample.ndim - 1)), torch.zeros_like(sample), sample), failed
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
@@ -226,12 +220,15 @@ class FeatureInversion(LightningModule):
             failed_step = int(out["failed_step"][r])
             record = {"id": batch["id"][n], "sample": j, "seed": seeds[r], "source": batch["source"][n],
                       "status": "ok" if failed_step < 0 else "nonfinite", "target_image": None}
+            nfe = int(out["nfe"][r])
             if failed_step >= 0:
-                records.append(record | {"failed_step": failed_step, "metrics": {"nfe": out["nfe"]}})
+                records.append(record | {"failed_step": failed_step, "metrics": {"nfe": nfe}})
                 continue
             metrics = {k: float(v[r]) for k, v in scores.items()}
             metrics |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
-            metrics |= {"best_step": int(out["best_step"][r]), "nfe": out["nfe"], "seconds": round(seconds, 3)}
+            metrics |= {"best_step": int(out["best_step"][r]), "nfe": nfe, "seconds": round(seconds, 3)}
+            if int(out["stop_step"][r]) >= 0:
+                metrics["stop_step"] = int(out["stop_step"][r])
             target_image = batch["image"][n]
             records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": metrics,
                                      "target_image": None if target_image is None else to_uint8(target_image[None])[0]})

@@ -110,10 +110,12 @@ def image_dir(tmp_path) -> Path:
 
 
 def build_module(pixel_prior: Path, timm_dir: Path, **kwargs):
-    """A FeatureInversion on the tiny models with few steps."""
-    from lit_featinv import DiffusionPrior, FeatureInversion, TimmExtractor
-    options = dict(num_inference_steps=4, recurrence=2, guidance_scale=0.5, progress=False)
+    """A FeatureInversion on the tiny models with few steps; ``w`` (0.5) and ``guidance_class`` (UNetGradient) make its
+    guidance."""
+    from lit_featinv import DiffusionPrior, FeatureInversion, TimmExtractor, UNetGradient
+    options = dict(num_inference_steps=4, recurrence=2, progress=False)
     options.update(kwargs)
+    options.setdefault("guidance", (options.pop("guidance_class", UNetGradient))(scale=options.pop("w", 0.5)))
     scheduler = options.pop("scheduler", "diffusers.DDIMScheduler")
     extractor = TimmExtractor(f"local-dir:{timm_dir}", preprocess=options.pop("preprocess", None))
     return FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler), extractor, **options)

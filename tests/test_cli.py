@@ -111,10 +111,26 @@ def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir
     assert list((tmp_path / "out").iterdir()) == []  # no lock left, no config.yaml of a run that never started
 
 
+def readme_yaml(containing: str, indent: int) -> dict:
+    """The README's YAML block that contains ``containing``, parsed (its lines less ``indent`` spaces)."""
+    blocks = [b.split("```", 1)[0] for b in (ROOT / "README.md").read_text().split("```yaml\n")[1:]]
+    block = next(b for b in blocks if containing in b)
+    return yaml.safe_load("\n".join(line[indent:] for line in block.splitlines()))
+
+
+def test_readme_guidance_example_runs(tmp_path, pixel_prior, timm_dir, image_dir):
+    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config["model"]["init_args"]["guidance"] = readme_yaml("lit_featinv.UNetGradient", indent=4)["guidance"]
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(config))
+    main(["predict", "--config", str(tmp_path / "g.yaml"), "--trainer.default_root_dir", str(tmp_path / "out")])
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["model"]["init_args"]["guidance"] == {
+        "class_path": "lit_featinv.UNetGradient", "init_args": {"scale": 0.5, "start": 0, "stop": None,
+                                                                "rescale": True, "clip_theta": 3.0,
+                                                                "allow_negative": False}}
+
+
 def test_readme_module_extractor_example_parses(tmp_path, pixel_prior, image_dir, capsys):
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
-    snippet = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
+    snippet = readme_yaml("ModuleExtractor", indent=2)
     config = tiny_config(pixel_prior, "unused", image_dir)
     config["model"]["init_args"]["extractor"] = snippet["extractor"]
     del config["model"]["init_args"]["extractor"]["init_args"]["weights"]  # a file only the reader has

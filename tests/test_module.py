@@ -6,7 +6,8 @@ from lightning.pytorch import Trainer
 
 from conftest import batch_of, build_module, save_pixel_prior, write_images
 from lit_featinv.errors import ConfigError
-from lit_featinv import CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TargetData, TimmExtractor
+from lit_featinv import (CleanEstimateGradient, CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior,
+                         TargetData, TimmExtractor, UNetGradient)
 from lit_featinv.images import to_uint8
 from lit_featinv.module import BestImage
 from lit_featinv.sampling import sample_seed
@@ -20,7 +21,7 @@ def test_no_trainable_parameters(pixel_prior, timm_dir):
 
 @pytest.mark.parametrize("pipeline_cls,scheduler_cls", [(DDIMPipeline, DDIMScheduler), (DDPMPipeline, DDPMScheduler)])
 def test_unguided_loop_reproduces_diffusers_pipeline(pixel_prior, timm_dir, pipeline_cls, scheduler_cls):
-    module = build_module(pixel_prior, timm_dir, guidance_scale=0.0, recurrence=1, num_inference_steps=10,
+    module = build_module(pixel_prior, timm_dir, w=0.0, recurrence=1, num_inference_steps=10,
                           scheduler=f"diffusers.{scheduler_cls.__name__}")
     seed = sample_seed(0, "x", 0)
     with torch.no_grad():
@@ -51,7 +52,7 @@ def test_guidance_lowers_the_loss(pixel_prior, timm_dir, image_dir):
     batch = batch_of(image_dir, limit=2)
     losses = {}
     for w in (0.0, 1.0):
-        module = build_module(pixel_prior, timm_dir, guidance_scale=w, num_inference_steps=8, recurrence=2)
+        module = build_module(pixel_prior, timm_dir, w=w, num_inference_steps=8, recurrence=2)
         module.on_predict_start()
         records = module.predict_step(batch)
         losses[w] = np.mean([r["metrics"]["sq_l2"] for r in records])
@@ -61,9 +62,10 @@ def test_guidance_lowers_the_loss(pixel_prior, timm_dir, image_dir):
 def test_best_image_ties_keep_the_earlier_image():
     best = BestImage()
     first, second, third = (torch.full((2, 1, 2, 2), v, dtype=torch.uint8) for v in (1, 2, 3))
-    best.update(first, torch.tensor([1.0, 2.0]), 0)
-    best.update(second, torch.tensor([1.0, 1.5]), 1)  # sample 0 ties: keeps the earlier image
-    best.update(third, torch.tensor([0.5, 1.5]), 2)   # sample 1 ties: keeps step 1
+    rows = torch.arange(2)
+    best.update(first, torch.tensor([1.0, 2.0]), 0, rows)
+    best.update(second, torch.tensor([1.0, 1.5]), 1, rows)  # sample 0 ties: keeps the earlier image
+    best.update(third, torch.tensor([0.5, 1.5]), 2, rows)   # sample 1 ties: keeps step 1
     assert best.step.tolist() == [2, 1]
     assert best.image[0].eq(3).all() and best.image[1].eq(2).all()
 
@@ -71,17 +73,17 @@ def test_best_image_ties_keep_the_earlier_image():
 class Recording(FeatureInversion):
     """Keeps every best-image candidate, as it will be saved, in the order it was offered."""
 
-    def track_best(self, best, candidates, target, step):
+    def track_best(self, best, candidates, target, step, rows):
         self.offered = getattr(self, "offered", []) + [to_uint8(c) for c in candidates]
-        super().track_best(best, candidates, target, step)
+        return super().track_best(best, candidates, target, step, rows)
 
 
 @pytest.mark.parametrize("best_from_guided", [False, True])
 def test_best_image_as_saved_is_never_worse_than_any_candidate(pixel_prior, timm_dir, best_from_guided):
     """Candidates per iteration: the estimate before guidance (and the one from the guided noise), then the final
     image; the saved best image's float32 loss is the smallest of all of them, as saved."""
-    base = build_module(pixel_prior, timm_dir, guidance_scale=2.0, preprocess={"quantize": True})
-    module = Recording(base.backbone, base.extractor, num_inference_steps=4, recurrence=2, guidance_scale=2.0,
+    base = build_module(pixel_prior, timm_dir, w=2.0, preprocess={"quantize": True})
+    module = Recording(base.backbone, base.extractor, num_inference_steps=4, recurrence=2, guidance=UNetGradient(scale=2.0),
                        best_from_guided=best_from_guided, progress=False)
     module.on_predict_start()
     target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(0))
@@ -99,7 +101,7 @@ def test_best_image_as_saved_is_never_worse_than_any_candidate(pixel_prior, timm
 
 
 def test_guided_candidate_is_the_clean_estimate_of_the_guided_noise(pixel_prior, timm_dir):
-    module = build_module(pixel_prior, timm_dir, guidance_scale=2.0)
+    module = build_module(pixel_prior, timm_dir, w=2.0)
     module.on_predict_start()
     scheduler = module.backbone.scheduler
     scheduler.set_timesteps(4)
@@ -137,12 +139,12 @@ def test_guided_images_do_not_depend_on_the_prediction_type(pixel_prior, timm_di
     for prior in (DiffusionPrior(str(pixel_prior), scheduler=scheduler),
                   AsVelocity(str(pixel_prior), scheduler=scheduler, scheduler_config={"prediction_type": "v_prediction"})):
         module = FeatureInversion(prior, TimmExtractor(f"local-dir:{timm_dir}"), num_inference_steps=5,
-                                  guidance_scale=1.0, recurrence=2, progress=False)
+                                  guidance=UNetGradient(scale=1.0), recurrence=2, progress=False)
         module.on_predict_start()
         target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(0))
         images.append(module.generate(target, [1, 2])["image"])
     unguided = FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler), module.extractor,
-                                num_inference_steps=5, guidance_scale=0.0, recurrence=2, progress=False)
+                                num_inference_steps=5, guidance=UNetGradient(scale=0.0), recurrence=2, progress=False)
     assert (images[0] - unguided.generate(target, [1, 2])["image"]).abs().max() > 1e-2  # guidance did something
     torch.testing.assert_close(images[1], images[0], atol=1e-4, rtol=0)
 
@@ -177,19 +179,19 @@ def test_missing_model_folder_names_the_key(tmp_path, timm_dir):
         DiffusionPrior(str(tmp_path / "no_model"))
 
 
-def test_subclass_overrides_a_piece_without_copying_the_loop(pixel_prior, timm_dir, image_dir):
-    """A schedule of w by subclassing: w = 0 at every step reproduces the unguided run exactly."""
-    class NoGuidance(FeatureInversion):
-        def guidance_weight(self, step_index, t):
-            return 0.0
-
-    base = build_module(pixel_prior, timm_dir, guidance_scale=0.0)
-    sub = NoGuidance(base.backbone, base.extractor, num_inference_steps=4, recurrence=2, guidance_scale=5.0,
-                     progress=False)
+def test_a_weight_schedule_of_zeros_reproduces_the_unguided_run(pixel_prior, timm_dir, image_dir):
+    """w per step: a schedule of zeros, or guidance outside start..stop, is the unguided run exactly."""
+    base = build_module(pixel_prior, timm_dir, w=0.0)
+    zeros = build_module(pixel_prior, timm_dir, guidance=UNetGradient(scale=[0.0] * 4))
+    outside = build_module(pixel_prior, timm_dir, guidance=UNetGradient(scale=5.0, start=4))
     batch = batch_of(image_dir, limit=1)
-    for module in (base, sub):
+    images = []
+    for module in (base, zeros, outside):
         module.on_predict_start()
-    assert torch.equal(base.predict_step(batch)[0]["image"], sub.predict_step(batch)[0]["image"])
+        images.append(module.predict_step(batch)[0]["image"])
+    assert torch.equal(images[0], images[1]) and torch.equal(images[0], images[2])
+    with pytest.raises(ConfigError, match=r"^model.guidance.scale: has 3 values for 4 steps"):
+        build_module(pixel_prior, timm_dir, guidance=UNetGradient(scale=[1.0] * 3))
 
 
 def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, offline_hub):

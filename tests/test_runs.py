@@ -26,6 +26,7 @@ def config(pixel_prior, timm_dir, images, steps: int = 3, batch_size: int = 1, *
         "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
             "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
             "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
+            "guidance": {"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": 0.5}},
             "num_inference_steps": steps, "recurrence": 2, "samples_per_target": 2, "progress": False, **model}},
         "data": {"class_path": "lit_featinv.TargetData", "init_args": {"images": str(images), "batch_size": batch_size}},
         "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
@@ -150,9 +151,9 @@ def test_another_config_into_a_started_folder_is_refused_or_overwritten(setup, u
     assert code == 0 and len(lines(out)) == 2
     with pytest.raises(SystemExit) as stop:
         main(["predict", "--config", str(setup / "run.yaml"), "--trainer.default_root_dir", str(out),
-              "--model.init_args.guidance_scale", "0.8"])
+              "--model.init_args.guidance.init_args.scale", "0.8"])
     assert str(stop.value) == (f"lit-featinv: error: writer.output_dir: '{out}' holds a run of another config "
-                               f"(data.init_args.limit: 1 -> None, model.init_args.guidance_scale: 0.5 -> 0.8); rerun "
+                               f"(data.init_args.limit: 1 -> None, model.init_args.guidance.init_args.scale: 0.5 -> 0.8); rerun "
                                f"with the same config to resume it, choose another folder, or start it afresh with "
                                f"--writer.overwrite true")
     assert_shown_in_readme(str(stop.value), out)
@@ -293,9 +294,10 @@ def test_outputs_are_readable_by_all_like_other_files(pixel_prior, timm_dir, ima
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("model.init_args.guidance_scale", ".nan", "model.guidance_scale: nan is not a finite number"),
-    ("model.init_args.guidance_scale", "-1", "model.guidance_scale: -1.0 < 0 guides away from the target; set "
-                                             "model.allow_negative_guidance: true if that is meant"),
+    ("model.init_args.guidance.init_args.scale", ".nan", "model.guidance.scale: nan is not a finite number"),
+    ("model.init_args.guidance.init_args.scale", "-1", "model.guidance.scale: -1.0 < 0 guides away from the target; "
+                                                       "set model.guidance.allow_negative: true if that is meant"),
+    ("model.init_args.stop_cosine", "1.5", "model.stop_cosine: 1.5 is not a cosine in (-1, 1]"),
     ("data.init_args.batch_size", "0", "data.batch_size: 0 is not a number of targets (>= 1)"),
     ("model.init_args.num_inference_steps", "1001", "model.num_inference_steps: 1001 is more than the 1000 steps "
                                                     "the model was trained with (num_train_timesteps)"),

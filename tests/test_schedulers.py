@@ -11,7 +11,7 @@ SCHEDULERS = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDi
 
 @pytest.mark.parametrize("scheduler_cls", SCHEDULERS, ids=lambda c: c.__name__)
 def test_guided_self_recurrent_sampling_runs_with_any_scheduler(pixel_prior, timm_dir, image_dir, scheduler_cls):
-    module = build_module(pixel_prior, timm_dir, scheduler=f"diffusers.{scheduler_cls.__name__}", guidance_scale=0.5,
+    module = build_module(pixel_prior, timm_dir, scheduler=f"diffusers.{scheduler_cls.__name__}", w=0.5,
                           recurrence=2, num_inference_steps=4)
     module.on_predict_start()
     batch = batch_of(image_dir, limit=1)
@@ -25,7 +25,7 @@ def test_guided_self_recurrent_sampling_runs_with_any_scheduler(pixel_prior, tim
                          ids=lambda c: c.__name__)
 def test_clean_estimate_is_the_schedulers_own(pixel_prior, timm_dir, scheduler_cls):
     """abar (from sigmas where the scheduler has them) gives the x0 that the scheduler's step computes."""
-    module = build_module(pixel_prior, timm_dir, scheduler=f"diffusers.{scheduler_cls.__name__}", guidance_scale=0.0)
+    module = build_module(pixel_prior, timm_dir, scheduler=f"diffusers.{scheduler_cls.__name__}", w=0.0)
     scheduler = scheduler_cls.from_config(module.backbone.scheduler.config, timestep_spacing="linspace")
     scheduler.set_timesteps(5)  # Euler: fractional timesteps
     target = torch.zeros(1, module.extractor(torch.zeros(1, 1, 16, 16)).shape[1])
@@ -40,7 +40,7 @@ def test_clean_estimate_is_the_schedulers_own(pixel_prior, timm_dir, scheduler_c
 @pytest.mark.parametrize("scheduler_cls", [DDPMScheduler, EulerDiscreteScheduler], ids=lambda c: c.__name__)
 def test_self_recurrence_returns_to_the_noise_level_of_the_step(pixel_prior, timm_dir, scheduler_cls, monkeypatch):
     """With an exact denoiser of data = 0, every iteration of a step sees the same noise level."""
-    module = build_module(pixel_prior, timm_dir, scheduler=f"diffusers.{scheduler_cls.__name__}", guidance_scale=0.0,
+    module = build_module(pixel_prior, timm_dir, scheduler=f"diffusers.{scheduler_cls.__name__}", w=0.0,
                           recurrence=3, num_inference_steps=4)
     abar = module.backbone.scheduler.alphas_cumprod  # integer timesteps ("leading" spacing)
     monkeypatch.setattr(module.backbone, "denoise", lambda z, t: z / (1 - abar[int(t)]).sqrt())  # x0 = 0

@@ -11,7 +11,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from conftest import ROOT, write_images
 from lit_featinv.errors import ConfigError
-from lit_featinv import FeatureInversion, StableDiffusionPrior, TimmExtractor
+from lit_featinv import FeatureInversion, StableDiffusionPrior, TimmExtractor, UNetGradient
 from lit_featinv.backbones import encode_prompt
 from lit_featinv.cli import main
 from lit_featinv.sampling import sample_seed
@@ -35,7 +35,7 @@ def test_unguided_loop_reproduces_the_diffusers_pipeline(request, timm_dir, vers
     sd_prior = request.getfixturevalue(version)
     prior = StableDiffusionPrior(str(sd_prior), prompt=prompt)
     assert prior.scheduler.config.prediction_type == ("v_prediction" if version == "sd2_prior" else "epsilon")
-    module = FeatureInversion(prior, TimmExtractor(f"local-dir:{timm_dir}"), num_inference_steps=10, guidance_scale=0.0,
+    module = FeatureInversion(prior, TimmExtractor(f"local-dir:{timm_dir}"), num_inference_steps=10, guidance=UNetGradient(scale=0.0),
                               recurrence=1, progress=False)
     seed = sample_seed(0, "x", 0)
     with torch.no_grad():

@@ -2,12 +2,12 @@
 import statistics
 
 from conftest import FMNIST, ZOO, batch_of
-from lit_featinv import DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TimmExtractor
+from lit_featinv import DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TimmExtractor, UNetGradient
 
 
 def mean_cosine(prior, guidance_scale: float, recurrence: int) -> float:
     module = FeatureInversion(prior, TimmExtractor(f"local-dir:{ZOO / 'fmnist-resnet10t'}"), num_inference_steps=20,
-                              guidance_scale=guidance_scale, recurrence=recurrence, progress=False)
+                              guidance=UNetGradient(scale=guidance_scale), recurrence=recurrence, progress=False)
     module.on_predict_start()
     return statistics.mean(r["metrics"]["cosine"] for r in module.predict_step(batch_of(FMNIST, limit=4)))
 

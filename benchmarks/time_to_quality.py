@@ -1,0 +1,132 @@
+"""Time to quality on the Fashion-MNIST zoo (issue 9): each guidance variant against today's fast presets, one after
+another in the same process, on the first N test images (one generation each).
+
+    python benchmarks/time_to_quality.py --count 64 --out runs/ttq [--cases pixel_resnet] [--variants preset,clean]
+
+Per (case, variant): UNet forward and backward evaluations per image (forwards: the mean ``nfe`` of metrics.jsonl,
+lower where generations stop early; backwards: as many with the UNet gradient, none with the clean-estimate one),
+seconds per image (wall time of the run / images), cosine mean and worst and the other classifier's agreement
+(``benchmarks/quality.py``). Writes ``results.md`` and ``time_to_quality.png`` (mean and worst cosine against seconds
+per image, one point per variant) to ``--out``. ``--anchor N`` adds the authors' settings
+(``configs/fmnist/paper_settings.yaml``) on the first N images as the quality anchor.
+Needs: apt-get install dataset-fashion-mnist
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fmnist import export  # noqa: E402
+from quality import CASES, summarise  # noqa: E402
+
+from lit_featinv.cli import run  # noqa: E402
+
+def variant(name: str) -> tuple[list[str], int]:
+    """A variant by name: ``preset`` or ``clean`` (the clean-estimate gradient), then optional ``_K4`` (recurrence),
+    ``_w1.2`` (guidance scale), ``_stop0.99`` (stop_cosine); e.g. ``clean_K4_w1.2_stop0.99``. Returns the CLI
+    arguments on top of the case's preset and the UNet backward passes per forward."""
+    kind, *options = name.split("_")
+    if kind not in ("preset", "clean"):
+        raise SystemExit(f"--variants: {name!r} does not start with preset or clean")
+    args = ["--model.init_args.guidance.class_path", "lit_featinv.CleanEstimateGradient"] if kind == "clean" else []
+    keys = {"K": "--model.init_args.recurrence", "w": "--model.init_args.guidance.init_args.scale",
+            "stop": "--model.init_args.stop_cosine"}
+    for option in options:
+        key = next((k for k in sorted(keys, key=len, reverse=True) if option.startswith(k)), None)
+        if key is None:
+            raise SystemExit(f"--variants: {option!r} in {name!r} is not K<n>, w<x> or stop<c>")
+        args += [keys[key], option[len(key):]]
+    return args, int(kind == "preset")
+
+
+def measure(case: str, variant: str, extra: list[str], targets: str, out: str, batch_size: int,
+            config: str | None = None) -> dict:
+    preset, case_extra, classifier = CASES[case]
+    config = config or preset
+    folder = os.path.join(out, f"{case}-{variant}")
+    start = time.perf_counter()
+    run(["predict", "--config", config, "--data.init_args.images", targets, "--data.init_args.limit", "null",
+         "--data.init_args.batch_size", str(batch_size), "--model.init_args.samples_per_target", "1",
+         "--model.init_args.progress", "false", "--trainer.enable_progress_bar", "false",
+         "--trainer.default_root_dir", folder, "--writer.overwrite", "true", *case_extra, *extra])
+    row = summarise(case, folder, classifier, time.perf_counter() - start)
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        nfe = [json.loads(line)["nfe"] for line in f]
+    return row | {"variant": variant, "nfe": sum(nfe) / len(nfe)}
+
+
+def plot(rows: list[dict], path: str, size: int = 640) -> None:
+    """Mean (filled) and worst (hollow) cosine against seconds per image, one colour per variant (PIL, no matplotlib)."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    pad, xmax = 60, max(r["s_per_image"] for r in rows) * 1.1
+    ymin = min(0.9, min(r["cos_worst"] for r in rows) - 0.01)
+    x = lambda s: pad + (size - 2 * pad) * s / xmax  # noqa: E731
+    y = lambda c: size - pad - (size - 2 * pad) * (c - ymin) / (1 - ymin)  # noqa: E731
+    draw.line([(pad, pad), (pad, size - pad), (size - pad, size - pad)], fill="black")
+    draw.text((size // 2 - 60, size - pad + 25), "seconds per image", fill="black")
+    draw.text((5, pad - 20), "cosine (filled: mean, hollow: worst)", fill="black")
+    for tick in range(5):
+        c, s = ymin + (1 - ymin) * tick / 4, xmax * tick / 4
+        draw.text((5, y(c) - 6), f"{c:.3f}", fill="black")
+        draw.text((x(s) - 10, size - pad + 5), f"{s:.1f}", fill="black")
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
+    names = sorted({f"{r['case']}-{r['variant']}" for r in rows})
+    for n, r in enumerate(rows):
+        colour = colours[names.index(f"{r['case']}-{r['variant']}") % len(colours)]
+        cx, cm, cw = x(r["s_per_image"]), y(r["cos_mean"]), y(r["cos_worst"])
+        draw.ellipse([cx - 5, cm - 5, cx + 5, cm + 5], fill=colour)
+        draw.ellipse([cx - 5, cw - 5, cx + 5, cw + 5], outline=colour, width=2)
+        draw.text((size - pad - 230, size - pad - 14 * (len(rows) - n) - 10), f"{r['case']} {r['variant']}",
+                  fill=colour)  # the legend bottom right, below the points
+    img.save(path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=64)
+    p.add_argument("--out", default="runs/ttq")
+    p.add_argument("--cases", default="pixel_resnet,pixel_vit,latent_resnet")
+    p.add_argument("--variants", default="preset,clean,clean_K4_w1.2_stop0.99")
+    p.add_argument("--anchor", type=int, default=0, help="the authors' settings on the first N images (0: none)")
+    p.add_argument("--batch_size", type=int, default=16)
+    a = p.parse_args()
+    targets = os.path.join(a.out, "targets")
+    export(targets, a.count)
+    rows = []
+    header = ("| case | variant | images | UNet forward / image | UNet backward / image | s / image | time vs preset "
+              "| cosine mean | cosine worst | other classifier agrees |")
+    for case in a.cases.split(","):
+        for name in a.variants.split(","):
+            extra, backward = variant(name)
+            rows.append(measure(case, name, extra, targets, a.out, a.batch_size) | {"backward": backward})
+            print(json.dumps(rows[-1]), flush=True)
+            write(a, rows, header)
+    if a.anchor:
+        anchor = os.path.join(a.out, "anchor-targets")
+        export(anchor, a.anchor)
+        rows.append(measure("pixel_resnet", "paper_settings", [], anchor, a.out, a.batch_size,
+                            config="configs/fmnist/paper_settings.yaml") | {"backward": 1})
+        write(a, rows, header)
+
+
+def write(a, rows: list[dict], header: str) -> None:
+    preset = {r["case"]: r["s_per_image"] for r in rows if r["variant"] == "preset"}
+    lines = [header, "|" + " --- |" * 10]
+    for r in rows:
+        ratio = f"{r['s_per_image'] / preset[r['case']]:.2f}" if r["case"] in preset else "-"
+        lines.append(f"| {r['case']} | {r['variant']} | {r['images']} | {r['nfe']:.0f} | {r['nfe'] * r['backward']:.0f} "
+                     f"| {r['s_per_image']:.2f} | {ratio} | {r['cos_mean']:.4f} | {r['cos_worst']:.4f} "
+                     f"| {100 * r['agreement']:.0f}% |")
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(f"Command: python benchmarks/time_to_quality.py {' '.join(sys.argv[1:])}\n\n" + "\n".join(lines) + "\n")
+    plot(rows, os.path.join(a.out, "time_to_quality.png"))
+
+
+if __name__ == "__main__":
+    main()
