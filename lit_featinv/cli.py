@@ -1,8 +1,10 @@
 """``lit-featinv predict --config FILE.yaml``: LightningCLI with the Trainer defaults this job needs."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import sys
 
 import torch
@@ -90,6 +92,20 @@ def check_before_loading(config) -> None:
     check_timesteps(scheduler, model.init_args.num_inference_steps)
 
 
+def parse_error(err: argparse.ArgumentError) -> str:
+    """jsonargparse's nested "does not validate" report -> one line: the key chain and the innermost reason."""
+    text = str(err)
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    problem = re.findall(r"Problem with given class_path '([^']+)':\n\s*(.+)", text)
+    noise = ("Given value", "Subtypes", "Errors", "- Expected", "Does not validate", "Parser key", "- Problem with")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    key = ".".join(keys) or "config"
+    if problem and not problem[-1][1].strip().startswith("Parser key"):  # a class that cannot be imported or built
+        path, reason = problem[-1]
+        return f"{key}: cannot use class_path {path!r}: {reason.strip()}"
+    return f"{key}: {lines[-1]}" if keys and lines else " ".join(text.split())
+
+
 def config_error(err: BaseException) -> ConfigError | None:
     """The innermost :class:`ConfigError` in the chain of ``err`` (jsonargparse and Lightning wrap what they call)."""
     found = None
@@ -104,6 +120,8 @@ def main(args=None) -> None:
     done (exit 128 + signal number); a run with failed generations exits 1; other errors keep their traceback."""
     try:
         cli = run(args)
+    except argparse.ArgumentError as err:  # a key or class the config parser cannot take
+        raise SystemExit(f"lit-featinv: error: {parse_error(err)}") from None
     except StopRequested as stop:
         cli = FeatInvCLI.latest
         if first_process():
@@ -153,7 +171,8 @@ def run(args=None) -> FeatInvCLI:
     return FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
                       auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
                       save_config_callback=None, args=args,  # the run folder keeps the config (runfolder.py)
-                      parser_kwargs={"description": "Generate images whose features match target features "
+                      parser_kwargs={"exit_on_error": False,  # main() prints a parse error as one line
+                                     "description": "Generate images whose features match target features "
                                                     "(guided diffusion). Example: lit-featinv predict --config "
                                                     "configs/quickstart.yaml"})
 

@@ -1,8 +1,10 @@
-"""The feature decoder: a LightningModule whose ``predict_step`` is the guided reverse diffusion loop."""
+"""The feature decoder: a LightningModule whose ``predict_step`` runs the guided reverse diffusion loop
+(:func:`~lit_featinv.loop.reverse_loop`) on each batch of targets."""
 from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -15,9 +17,8 @@ from .extractors import FeatureExtractor
 from .guidance import Guidance, UNetGradient
 from .images import to_uint8
 from .losses import FeatureLoss, SquaredL2, match_metrics
-from .sampling import (alpha_bar, check_timesteps, fork, generators, in_sigma_space, join_prediction, renoise,
-                       sample_seed, split_prediction, step_kwargs)
-from .stopping import STOP
+from .loop import Iteration, reverse_loop
+from .sampling import check_timesteps, fork, generators, sample_seed
 
 
 class BestImage:
@@ -135,65 +136,57 @@ class FeatureInversion(LightningModule):
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
-        their bookkeeping. Samples that stop (``stop_cosine``) or fail leave the batch; ``rows`` are the ones left."""
+        their bookkeeping (per sample: best step, UNet evaluations, step it failed or stopped at, -1: never)."""
         gens = generators(seeds)
         scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         shape = (len(seeds), *self.backbone.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
-        rows = torch.arange(len(seeds), device=self.device)  # the samples still in the batch
         best, final, nfe = BestImage(), [None] * len(seeds), torch.zeros(len(seeds), dtype=torch.long)
-        failed = torch.full((len(seeds),), -1, device=self.device)  # step where a sample became NaN/Inf; -1: never
-        stopped = torch.full((len(seeds),), -1, device=self.device)  # step where it reached stop_cosine
-        timesteps, sigma_space = scheduler.timesteps, in_sigma_space(scheduler)
-        bar = tqdm(timesteps, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
-        for i, t in enumerate(bar):
-            abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
-            w, iterations = self.guidance.weight(i), self.iterations_at(i)
-            for k in range(iterations):
-                STOP.check()  # a stop signal ends the run here
-                output, image, guided_x0 = self.guided_output(scheduler, sample, t, abar, target, w)
-                candidates = [image]
-                if self.best_from_guided and w != 0:
-                    with torch.no_grad():
-                        candidates.append(self.to_image(guided_x0))
-                cosine = self.track_best(best, candidates, target, i, rows)
-                nfe[rows.cpu()] += 1
-                if self.stop_cosine is not None and (cosine >= self.stop_cosine).any():
-                    done = cosine >= self.stop_cosine
-                    for r, img in zip(rows[done].tolist(), image[done]):
-                        final[r] = img
-                    stopped[rows[done]] = i
-                    keep = ~done
-                    rows, sample, output, target = rows[keep], sample[keep], output[keep], target[keep]
-                    gens = [g for g, kept in zip(gens, keep.tolist()) if kept]
-                    if not len(rows):
-                        break
-                last = k == iterations - 1
-                stepper = scheduler if last else fork(scheduler)
-                sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=self.eta)).prev_sample
-                if not last:  # back to t: x_prev + noise in sigma space, sqrt(abar ratio) scaling otherwise
-                    sample = renoise(sample, abar, abar_prev, gens, sigma_space)
-                sample, failed = self.drop_nonfinite(sample, failed, i, rows)
-            if not len(rows):
-                break
+        failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
+
+        def guided(sample, t, abar, rows, w):
+            return self.guided_output(scheduler, sample, t, abar, target[rows], w)
+
+        def on_iteration(it: Iteration) -> torch.Tensor | None:
+            """Best-image candidates scored; samples that reached ``stop_cosine`` keep this estimate and leave."""
+            candidates = [it.image]
+            if self.best_from_guided and it.w != 0:
+                with torch.no_grad():
+                    candidates.append(self.to_image(it.guided_x0))
+            cosine = self.track_best(best, candidates, target[it.rows], it.step, it.rows)
+            nfe[it.rows.cpu()] += 1
+            if self.stop_cosine is None:
+                return None
+            done = cosine >= self.stop_cosine
+            for r, image in zip(it.rows[done].tolist(), it.image[done]):
+                final[r], stopped[r] = image, it.step
+            return done
+
+        def after_step(sample, rows, step):
+            return self.drop_nonfinite(sample, failed, step, rows)
+
+        bar = partial(tqdm, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
+        sample, rows = reverse_loop(guided, scheduler, sample, gens, self.iterations_at, self.guidance.weight,
+                                    on_iteration, after_step, eta=self.eta, progress=bar)
         if len(rows):
             with torch.no_grad():
                 image = self.to_image(sample)
-            self.track_best(best, [image], target, len(timesteps), rows)
+            self.track_best(best, [image], target[rows], len(scheduler.timesteps), rows)
             for r, img in zip(rows.tolist(), image):
                 final[r] = img
         return {"image": torch.stack(final), "best_image": best.image, "best_step": best.step, "nfe": nfe,
                 "failed_step": failed, "stop_step": stopped}
 
     @staticmethod
-    def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int, rows: torch.Tensor):
-        """Mark samples that became NaN/Inf at ``step`` (their generation fails) and zero them so the batch goes on."""
+    def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
+        """Mark samples that became NaN/Inf at ``step`` in ``failed`` (their generation fails) and zero them so the
+        batch goes on."""
         bad = ~torch.isfinite(sample).flatten(1).all(1)
         if not bad.any():
-            return sample, failed
+            return sample
         failed[rows[bad & (failed[rows] < 0)]] = step
-        return torch.where(bad.view(-1, *[1] * (sample.ndim - 1)), torch.zeros_like(sample), sample), failed
+        return torch.where(bad.view(-1, *[1] * (sample.ndim - 1)), torch.zeros_like(sample), sample)
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> list[dict]:
         """Generate ``samples_per_target`` images per target of the batch; one record per generated image.

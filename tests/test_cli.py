@@ -205,3 +205,15 @@ def test_preprocess_override_it_cannot_take_is_one_line(tmp_path, pixel_prior, t
         main(["predict", "--trainer.default_root_dir", str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml"), "--model.init_args.extractor.init_args.preprocess",
               '{"resize": 16, "crop": 16, "interpolation": "lanczos"}'])
     assert str(stop.value).startswith("lit-featinv: error: model.extractor.preprocess.interpolation: 'lanczos' is not")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.init_args.guidance.class_path", "lit_featinv.Nope"],
+     "model.guidance: cannot use class_path 'lit_featinv.Nope': module 'lit_featinv' has no attribute 'Nope'"),
+    (["--model.init_args.recurrence", "abc"], "model.recurrence: Expected a <class 'int'>. Got value: abc"),
+    (["--trainer.nope", "1"], "unrecognized arguments: --trainer.nope 1"),
+])
+def test_what_the_config_parser_refuses_is_one_line(args, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--config", str(ROOT / "configs" / "quickstart.yaml"), *args])
+    assert str(stop.value) == f"lit-featinv: error: {message}"
