@@ -6,7 +6,6 @@ from diffusers import AutoencoderKL, AutoModel
 from torch import nn
 
 from .errors import ConfigError
-from .errors import ConfigError
 from .loading import import_object, load_pretrained
 
 

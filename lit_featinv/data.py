@@ -18,10 +18,14 @@ from .images import load_image
 FEATURE_SUFFIXES = (".pt", ".pth", ".npy")
 
 
-def _files(root: Path, key: str) -> list[Path]:
+def _require(root: Path, key: str) -> Path:
     if not root.exists():
         raise ConfigError(key, f"no such file or folder {str(root)!r} (cwd: {os.getcwd()})")
-    if root.is_file():
+    return root
+
+
+def _files(root: Path, key: str) -> list[Path]:
+    if _require(root, key).is_file():
         return [root]
     return sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
 
@@ -163,8 +167,8 @@ class TargetData(LightningDataModule):
     @staticmethod
     def check_sources(images=None, features=None, prompts=None, **unused) -> None:
         """Before any model loads: the sources exist and the feature files are well formed (images are read later)."""
-        if images is not None and not Path(images).exists():
-            raise ConfigError("data.images", f"no such file or folder {str(images)!r} (cwd: {os.getcwd()})")
+        if images is not None:
+            _require(Path(images), "data.images")
         if features is not None:
             feature_items(features)
         if prompts is not None:

@@ -247,13 +247,18 @@ class FeatureInversion(LightningModule):
                 f = self.extractor.measure(image[None].to(self.device))[0]
             else:
                 f = feature.to(self.device).float()
-            if image is None and text is None and self.feature_dim is not None and f.numel() != self.feature_dim:
-                raise ConfigError("data.features", f"{source}: target feature has {f.numel()} values, but the "
-                                                   f"extractor (model.extractor) gives {self.feature_dim}")
+            if image is None and text is None:
+                self.check_feature_size(f, source)
             if not torch.isfinite(f).all():
                 raise ConfigError("data", f"{source}: target feature contains NaN or Inf")
             rows.append(f)
         return torch.stack(rows)
+
+    def check_feature_size(self, feature: torch.Tensor, source: str) -> None:
+        """A feature-file target has as many values as the extractor's feature (once that is known)."""
+        if self.feature_dim is not None and feature.numel() != self.feature_dim:
+            raise ConfigError("data.features", f"{source}: target feature has {feature.numel()} values, but the "
+                                               f"extractor (model.extractor) gives {self.feature_dim}")
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Text targets [N, D] through the extractor's ``encode_text`` (e.g. CLIP's text tower)."""
@@ -275,10 +280,8 @@ class FeatureInversion(LightningModule):
         if trainer is None:
             return
         for item in getattr(trainer.datamodule, "items", None) or []:  # every feature-file target, before any work
-            feature = item.get("feature")
-            if feature is not None and feature.numel() != self.feature_dim:
-                raise ConfigError("data.features", f"{item['source']}: target feature has {feature.numel()} values, "
-                                                   f"but the extractor (model.extractor) gives {self.feature_dim}")
+            if item.get("feature") is not None:
+                self.check_feature_size(item["feature"], item["source"])
         if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
             raise ConfigError("trainer.use_distributed_sampler", "must be false with several processes: "
                                                                  "TargetData gives each rank its own batches")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -50,9 +51,7 @@ class InversionWriter(BasePredictionWriter):
         self.done = self.folder.done()
         self.unreadable: list[str] = []
         gens = getattr(pl_module, "samples_per_target", 1)
-        per_id: dict[str, int] = {}
-        for sample_id, _ in self.done:
-            per_id[sample_id] = per_id.get(sample_id, 0) + 1
+        per_id = Counter(sample_id for sample_id, _ in self.done)
         if hasattr(trainer.datamodule, "skip"):
             trainer.datamodule.skip({sample_id for sample_id, n in per_id.items() if n >= gens})
 

@@ -121,6 +121,28 @@ def build_module(pixel_prior: Path, timm_dir: Path, **kwargs):
     return FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler), extractor, **options)
 
 
+def mid_step(module, steps: int = 4):
+    """The module's scheduler set to ``steps`` steps, with the timestep and signal level of its second step."""
+    scheduler = module.backbone.scheduler
+    scheduler.set_timesteps(steps)
+    t = scheduler.timesteps[1]
+    return scheduler, t, scheduler.alphas_cumprod[t]
+
+
+def cli_config(pixel_prior: Path, timm_dir: Path, images: Path, batch_size: int = 2, **model) -> dict:
+    """A ``lit-featinv predict`` config on the tiny models: 3 steps, K = 2, w = 0.5, 2 generations per target;
+    ``model`` overrides the model's init_args."""
+    return {
+        "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
+            "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
+            "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
+            "guidance": {"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": 0.5}},
+            "num_inference_steps": 3, "recurrence": 2, "samples_per_target": 2, "progress": False, **model}},
+        "data": {"class_path": "lit_featinv.TargetData", "init_args": {"images": str(images), "batch_size": batch_size}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
+    }
+
+
 def batch_of(folder: Path, limit: int | None = None) -> dict:
     from lit_featinv.data import TargetData
     data = TargetData(images=str(folder), limit=limit)

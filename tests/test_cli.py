@@ -7,23 +7,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, cli_config
 from lit_featinv import TimmExtractor
 from lit_featinv.cli import main
 from lit_featinv.images import load_image
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
-
-
-def tiny_config(pixel_prior, timm_dir, images, **model):
-    return {
-        "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
-            "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
-            "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
-            "num_inference_steps": 3, "recurrence": 2, "samples_per_target": 2, "progress": False, **model}},
-        "data": {"class_path": "lit_featinv.TargetData", "init_args": {"images": str(images), "batch_size": 2}},
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
-    }
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -54,7 +43,7 @@ def test_null_on_the_command_line_reaches_nested_classes(capsys):
 
 def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_path, pixel_prior, timm_dir, image_dir):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
+    cfg.write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, image_dir)))
     root = tmp_path / "out"
     main(["predict", "--config", str(cfg), "--trainer.default_root_dir", str(root)])
     out = root
@@ -85,7 +74,7 @@ def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_p
 
 def test_command_line_overrides_and_module_entry_point(tmp_path, pixel_prior, timm_dir, image_dir):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config(pixel_prior, timm_dir, image_dir)))
+    cfg.write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, image_dir)))
     result = subprocess.run([sys.executable, "-m", "lit_featinv", "predict", "--config", str(cfg),
                              "--model.init_args.samples_per_target", "1", "--data.init_args.limit", "1",
                              "--writer.output_dir", str(tmp_path / "w"),
@@ -96,14 +85,14 @@ def test_command_line_overrides_and_module_entry_point(tmp_path, pixel_prior, ti
 
 
 def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir, capsys):
-    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config = cli_config(pixel_prior, timm_dir, image_dir)
     config["model"]["init_args"]["backbone"]["init_args"]["pretrained"] = str(tmp_path / "nope")
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit, match="model.backbone.pretrained: no such file or folder .*nope"):
         main(["predict", "--trainer.default_root_dir", str(tmp_path / "out"), "--config", str(cfg)])
     assert not (tmp_path / "out").exists()  # found before the run folder is made
-    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config = cli_config(pixel_prior, timm_dir, image_dir)
     config["model"]["init_args"]["recurrence"] = 0
     cfg.write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit, match="model.recurrence: 0 is not a count"):  # found when the model is built
@@ -119,7 +108,7 @@ def readme_yaml(containing: str, indent: int) -> dict:
 
 
 def test_readme_guidance_example_runs(tmp_path, pixel_prior, timm_dir, image_dir):
-    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config = cli_config(pixel_prior, timm_dir, image_dir)
     config["model"]["init_args"]["guidance"] = readme_yaml("lit_featinv.UNetGradient", indent=4)["guidance"]
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(config))
     main(["predict", "--config", str(tmp_path / "g.yaml"), "--trainer.default_root_dir", str(tmp_path / "out")])
@@ -131,7 +120,7 @@ def test_readme_guidance_example_runs(tmp_path, pixel_prior, timm_dir, image_dir
 
 def test_readme_module_extractor_example_parses(tmp_path, pixel_prior, image_dir, capsys):
     snippet = readme_yaml("ModuleExtractor", indent=2)
-    config = tiny_config(pixel_prior, "unused", image_dir)
+    config = cli_config(pixel_prior, "unused", image_dir)
     config["model"]["init_args"]["extractor"] = snippet["extractor"]
     del config["model"]["init_args"]["extractor"]["init_args"]["weights"]  # a file only the reader has
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(config))
@@ -153,7 +142,7 @@ def test_two_processes_give_the_same_images_as_one(tmp_path, pixel_prior, timm_d
     images = tmp_path / "targets"
     write_images(images, count=3)
     cfg = tmp_path / "run.yaml"
-    config = tiny_config(pixel_prior, timm_dir, images)
+    config = cli_config(pixel_prior, timm_dir, images)
     config["data"]["init_args"]["batch_size"] = 1
     cfg.write_text(yaml.safe_dump(config))
     outputs = {}
@@ -173,7 +162,7 @@ def test_two_processes_give_the_same_images_as_one(tmp_path, pixel_prior, timm_d
 def test_reported_metrics_are_float32_under_bf16_mixed(tmp_path, pixel_prior, timm_dir, image_dir):
     """Under bf16-mixed (here with the extractor's guidance pass in bf16 too), the cosine reported for a saved image
     is the float32 cosine of that PNG to the float32 target feature, as a 32-true run computes it."""
-    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config = cli_config(pixel_prior, timm_dir, image_dir)
     config["model"]["init_args"]["extractor"]["init_args"]["autocast"] = True
     config["trainer"]["precision"] = "bf16-mixed"
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
@@ -194,7 +183,7 @@ def test_reported_metrics_are_float32_under_bf16_mixed(tmp_path, pixel_prior, ti
 
 
 def test_preprocess_override_it_cannot_take_is_one_line(tmp_path, pixel_prior, timm_dir, image_dir):
-    config = tiny_config(pixel_prior, timm_dir, image_dir)
+    config = cli_config(pixel_prior, timm_dir, image_dir)
     config["model"]["init_args"]["extractor"]["init_args"]["preprocess"] = {"resize": 8, "crop": 16}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as stop:

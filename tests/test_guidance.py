@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
-from conftest import batch_of, build_module
+from conftest import batch_of, build_module, mid_step
 from lit_featinv import CleanEstimateGradient, DiffusionPrior, FeatureInversion, UNetGradient
 from lit_featinv.errors import ConfigError
 from lit_featinv.images import to_uint8
@@ -41,9 +41,7 @@ def test_clean_estimate_gradient_is_autograd_through_decoder_and_network(latent_
     module = FeatureInversion(LatentDiffusionPrior(str(latent_prior)), TimmExtractor(f"local-dir:{timm_dir}"),
                               guidance=CleanEstimateGradient(scale=1.0), num_inference_steps=4, progress=False)
     module.on_predict_start()
-    scheduler = module.backbone.scheduler
-    scheduler.set_timesteps(4)
-    t, abar = scheduler.timesteps[1], scheduler.alphas_cumprod[scheduler.timesteps[1]]
+    scheduler, t, abar = mid_step(module)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(1))
     objective = lambda image: module.loss(module.extractor(image), target)  # noqa: E731
@@ -73,9 +71,7 @@ def test_without_the_unet_jacobian_both_gradients_guide_alike(pixel_prior, timm_
         module = build_module(pixel_prior, timm_dir, guidance_class=guidance, w=1.0)
         module.backbone.__class__ = ConstantNoise
         module.on_predict_start()
-        scheduler = module.backbone.scheduler
-        scheduler.set_timesteps(4)
-        t, abar = scheduler.timesteps[1], scheduler.alphas_cumprod[scheduler.timesteps[1]]
+        scheduler, t, abar = mid_step(module)
         sample = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
         target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(1))
         outputs.append(module.guided_output(scheduler, sample, t, abar, target, 1.0)[0])

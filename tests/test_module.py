@@ -4,7 +4,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 from lightning.pytorch import Trainer
 
-from conftest import batch_of, build_module, save_pixel_prior, write_images
+from conftest import batch_of, build_module, mid_step, save_pixel_prior, write_images
 from lit_featinv.errors import ConfigError
 from lit_featinv import (CleanEstimateGradient, CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior,
                          TargetData, TimmExtractor, UNetGradient)
@@ -103,9 +103,7 @@ def test_best_image_as_saved_is_never_worse_than_any_candidate(pixel_prior, timm
 def test_guided_candidate_is_the_clean_estimate_of_the_guided_noise(pixel_prior, timm_dir):
     module = build_module(pixel_prior, timm_dir, w=2.0)
     module.on_predict_start()
-    scheduler = module.backbone.scheduler
-    scheduler.set_timesteps(4)
-    t, abar = scheduler.timesteps[1], scheduler.alphas_cumprod[scheduler.timesteps[1]]
+    scheduler, t, abar = mid_step(module)
     sample = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     output, image, guided_x0 = module.guided_output(scheduler, sample, t, abar, torch.randn(1, module.feature_dim), 2.0)
     torch.testing.assert_close(guided_x0, (sample - (1 - abar).sqrt() * output) / abar.sqrt())  # epsilon model

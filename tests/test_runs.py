@@ -13,24 +13,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, write_images
+from conftest import ROOT, cli_config, write_images
 from lit_featinv.cli import main
 from lit_featinv.errors import ConfigError
 from lit_featinv.runfolder import RunFolder
 
-TARGETS = 5  # an odd count, one target a batch by default
-
-
-def config(pixel_prior, timm_dir, images, steps: int = 3, batch_size: int = 1, **model) -> dict:
-    return {
-        "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
-            "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
-            "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
-            "guidance": {"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": 0.5}},
-            "num_inference_steps": steps, "recurrence": 2, "samples_per_target": 2, "progress": False, **model}},
-        "data": {"class_path": "lit_featinv.TargetData", "init_args": {"images": str(images), "batch_size": batch_size}},
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
-    }
+TARGETS = 5  # an odd count; the shared run (setup) takes one target a batch
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +26,8 @@ def setup(tmp_path_factory, pixel_prior, timm_dir):
     """Targets and a config file whose batches take about a second each on the CPU."""
     folder = tmp_path_factory.mktemp("runs")
     write_images(folder / "targets", count=TARGETS)
-    (folder / "run.yaml").write_text(yaml.safe_dump(config(pixel_prior, timm_dir, folder / "targets", steps=30)))
+    run = cli_config(pixel_prior, timm_dir, folder / "targets", batch_size=1, num_inference_steps=30)
+    (folder / "run.yaml").write_text(yaml.safe_dump(run))
     return folder
 
 
@@ -207,7 +196,7 @@ def test_several_processes_write_each_generation_once_as_one_would(setup, pixel_
     """DDP on CPU processes (gloo): batches are dealt to ranks whole, so the pixels equal a one-process run's."""
     write_images(tmp_path / "targets", count=targets)
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump(config(pixel_prior, timm_dir, tmp_path / "targets", batch_size=batch_size)))
+    cfg.write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, tmp_path / "targets", batch_size=batch_size)))
     runs = {}
     for n in (1, devices):
         out = tmp_path / f"dev{n}"
@@ -256,7 +245,7 @@ def test_a_generation_that_becomes_nan_is_recorded_not_written(pixel_prior, timm
         out = denoise(self, sample, t)
         return torch.cat([out[:1] * float("nan"), out[1:]]) if int(t) < 500 else out
     monkeypatch.setattr(DiffusionPrior, "denoise", poisoned)
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(pixel_prior, timm_dir, image_dir, batch_size=3)))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, image_dir, batch_size=3)))
     with pytest.warns(UserWarning, match="NaN or Inf"), pytest.raises(SystemExit) as stop:
         main(["predict", "--config", str(tmp_path / "run.yaml"), "--trainer.default_root_dir", str(tmp_path / "out")])
     assert str(stop.value).startswith("lit-featinv: 1 generation(s) failed")
@@ -274,7 +263,7 @@ def test_an_image_that_fails_to_decode_is_skipped_and_listed(pixel_prior, timm_d
     Image.fromarray(noise.numpy()).save(tmp_path / "targets" / "broken.jpg", quality=95)
     data = (tmp_path / "targets" / "broken.jpg").read_bytes()
     (tmp_path / "targets" / "broken.jpg").write_bytes(data[: len(data) // 2])  # passes the pre-scan, not the decode
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(pixel_prior, timm_dir, tmp_path / "targets",
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, tmp_path / "targets",
                                                              batch_size=3)))
     with pytest.warns(UserWarning, match=r"data.images: skipped 1 image\(s\) that could not be decoded: .*broken.jpg"):
         with pytest.raises(SystemExit) as stop:
@@ -285,7 +274,7 @@ def test_an_image_that_fails_to_decode_is_skipped_and_listed(pixel_prior, timm_d
 
 
 def test_outputs_are_readable_by_all_like_other_files(pixel_prior, timm_dir, image_dir, tmp_path):
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(pixel_prior, timm_dir, image_dir)))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, image_dir)))
     main(["predict", "--config", str(tmp_path / "run.yaml"), "--trainer.default_root_dir", str(tmp_path / "out")])
     umask = os.umask(0)
     os.umask(umask)
@@ -303,7 +292,7 @@ def test_outputs_are_readable_by_all_like_other_files(pixel_prior, timm_dir, ima
                                                     "the model was trained with (num_train_timesteps)"),
 ])
 def test_bad_numbers_are_one_line(pixel_prior, timm_dir, image_dir, tmp_path, key, value, message):
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(pixel_prior, timm_dir, image_dir)))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, image_dir)))
     with pytest.raises(SystemExit) as stop:
         main(["predict", "--config", str(tmp_path / "run.yaml"), f"--{key}", value,
               "--trainer.default_root_dir", str(tmp_path / "out")])
@@ -320,7 +309,7 @@ def test_bad_feature_files_are_one_line_before_any_model_loads(pixel_prior, timm
     import lit_featinv.backbones
     monkeypatch.setattr(lit_featinv.backbones.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
     torch.save(content, tmp_path / "f.pt")
-    cfg = config(pixel_prior, timm_dir, tmp_path)
+    cfg = cli_config(pixel_prior, timm_dir, tmp_path)
     cfg["data"]["init_args"] = {"features": str(tmp_path / "f.pt")}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(SystemExit) as stop:
@@ -332,7 +321,7 @@ def test_bad_output_folders_and_paths_are_one_line_before_any_model_loads(pixel_
                                                                          monkeypatch):
     import lit_featinv.backbones
     monkeypatch.setattr(lit_featinv.backbones.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(pixel_prior, timm_dir, image_dir)))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cli_config(pixel_prior, timm_dir, image_dir)))
     (tmp_path / "file").write_text("")
     cases = {("--writer.output_dir", str(tmp_path / "file")): f"writer.output_dir: '{tmp_path / 'file'}' is a file, "
                                                                f"not a folder",
