@@ -3,8 +3,8 @@ another in the same process, on the first N test images (one generation each).
 
     python benchmarks/time_to_quality.py --count 64 --out runs/ttq [--cases pixel_resnet] [--variants preset,clean]
 
-Per (case, variant): UNet forward and backward evaluations per image (forwards: the mean ``nfe`` of metrics.jsonl,
-lower where generations stop early; backwards: as many with the UNet gradient, none with the clean-estimate one),
+Per (case, variant): UNet forward and backward evaluations per image (the means of ``nfe`` and ``unet_backward`` in
+metrics.jsonl: lower where generations stop early; no backward with the clean-estimate gradient),
 seconds per image (wall time of the run / images), cosine mean and worst and the other classifier's agreement
 (``benchmarks/quality.py``). Writes ``results.md`` and ``time_to_quality.png`` (mean and worst cosine against seconds
 per image, one point per variant) to ``--out``. ``--anchor N`` adds the authors' settings
@@ -25,22 +25,29 @@ from quality import CASES, summarise  # noqa: E402
 
 from lit_featinv.cli import run  # noqa: E402
 
+TINY_DECODER = "assets/zoo/fmnist-ldm/tiny-decoder"
+
+
 def variant(name: str) -> tuple[list[str], int]:
     """A variant by name: ``preset`` or ``clean`` (the clean-estimate gradient), then optional ``_K4`` (recurrence),
-    ``_w1.2`` (guidance scale), ``_stop0.99`` (stop_cosine); e.g. ``clean_K4_w1.2_stop0.99``. Returns the CLI
-    arguments on top of the case's preset and the UNet backward passes per forward."""
+    ``_w1.2`` (guidance scale), ``_stop0.99`` (stop_cosine), ``_tiny`` (the gradient through the zoo's tiny
+    decoder, ``assets/zoo/fmnist-ldm/tiny-decoder``: latent priors); e.g. ``clean_K4_w1.2_stop0.99_tiny``. Returns
+    the CLI arguments on top of the case's preset."""
     kind, *options = name.split("_")
     if kind not in ("preset", "clean"):
         raise SystemExit(f"--variants: {name!r} does not start with preset or clean")
     args = ["--model.init_args.guidance.class_path", "lit_featinv.CleanEstimateGradient"] if kind == "clean" else []
     keys = {"K": "--model.init_args.recurrence", "w": "--model.init_args.guidance.init_args.scale",
-            "stop": "--model.init_args.stop_cosine"}
+            "stop": "--model.init_args.stop_cosine", "from": "--model.init_args.guidance.init_args.unet_from"}
     for option in options:
+        if option == "tiny":
+            args += ["--model.init_args.guidance.init_args.decoder", TINY_DECODER]
+            continue
         key = next((k for k in sorted(keys, key=len, reverse=True) if option.startswith(k)), None)
         if key is None:
-            raise SystemExit(f"--variants: {option!r} in {name!r} is not K<n>, w<x> or stop<c>")
+            raise SystemExit(f"--variants: {option!r} in {name!r} is not K<n>, w<x>, stop<c> or tiny")
         args += [keys[key], option[len(key):]]
-    return args, int(kind == "preset")
+    return args
 
 
 def measure(case: str, variant: str, extra: list[str], targets: str, out: str, batch_size: int,
@@ -55,8 +62,9 @@ def measure(case: str, variant: str, extra: list[str], targets: str, out: str, b
          "--trainer.default_root_dir", folder, "--writer.overwrite", "true", *case_extra, *extra])
     row = summarise(case, folder, classifier, time.perf_counter() - start)
     with open(os.path.join(folder, "metrics.jsonl")) as f:
-        nfe = [json.loads(line)["nfe"] for line in f]
-    return row | {"variant": variant, "nfe": sum(nfe) / len(nfe)}
+        lines = [json.loads(line) for line in f]
+    mean = lambda key: sum(r[key] for r in lines) / len(lines)  # noqa: E731
+    return row | {"variant": variant, "nfe": mean("nfe"), "backward": mean("unet_backward")}
 
 
 def plot(rows: list[dict], path: str, size: int = 640) -> None:
@@ -103,15 +111,14 @@ def main() -> None:
               "| cosine mean | cosine worst | other classifier agrees |")
     for case in a.cases.split(","):
         for name in a.variants.split(","):
-            extra, backward = variant(name)
-            rows.append(measure(case, name, extra, targets, a.out, a.batch_size) | {"backward": backward})
+            rows.append(measure(case, name, variant(name), targets, a.out, a.batch_size))
             print(json.dumps(rows[-1]), flush=True)
             write(a, rows, header)
     if a.anchor:
         anchor = os.path.join(a.out, "anchor-targets")
         export(anchor, a.anchor)
         rows.append(measure("pixel_resnet", "paper_settings", [], anchor, a.out, a.batch_size,
-                            config="configs/fmnist/paper_settings.yaml") | {"backward": 1})
+                            config="configs/fmnist/paper_settings.yaml"))
         write(a, rows, header)
 
 
@@ -120,7 +127,7 @@ def write(a, rows: list[dict], header: str) -> None:
     lines = [header, "|" + " --- |" * 10]
     for r in rows:
         ratio = f"{r['s_per_image'] / preset[r['case']]:.2f}" if r["case"] in preset else "-"
-        lines.append(f"| {r['case']} | {r['variant']} | {r['images']} | {r['nfe']:.0f} | {r['nfe'] * r['backward']:.0f} "
+        lines.append(f"| {r['case']} | {r['variant']} | {r['images']} | {r['nfe']:.0f} | {r['backward']:.0f} "
                      f"| {r['s_per_image']:.2f} | {ratio} | {r['cos_mean']:.4f} | {r['cos_worst']:.4f} "
                      f"| {100 * r['agreement']:.0f}% |")
     with open(os.path.join(a.out, "results.md"), "w") as f:

@@ -28,6 +28,12 @@ class DiffusionPrior(nn.Module):
         unet_subfolder, scheduler_subfolder: where the UNet's and the scheduler's configs are; ``null`` for a
             repository that keeps them at its top level (``config.json``, ``scheduler_config.json``).
         gradient_checkpointing: recompute UNet activations in the backward pass to save memory.
+        channels_last: keep the UNet's (and VAE's) weights in the channels-last memory format (faster convolutions
+            on GPUs with tensor cores; benchmarks/gpu.py measures it).
+        compile: ``torch.compile`` the UNet's forward (opt-in: the first iterations compile); a dict passes
+            arguments to ``torch.compile`` (e.g. ``{mode: max-autotune}``).
+
+    Attention runs through PyTorch's scaled-dot-product attention (diffusers' default processor).
     """
 
     def __init__(
@@ -38,6 +44,8 @@ class DiffusionPrior(nn.Module):
         unet_subfolder: str | None = "unet",
         gradient_checkpointing: bool = False,
         scheduler_subfolder: str | None = "scheduler",
+        channels_last: bool = False,
+        compile: bool | dict = False,
     ):
         super().__init__()
         self.pretrained = pretrained
@@ -47,6 +55,15 @@ class DiffusionPrior(nn.Module):
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.requires_grad_(False).eval()
+        self.channels_last, self.compile_unet = channels_last, compile
+        self.speed_up(self.unet)
+
+    def speed_up(self, model: nn.Module) -> None:
+        """Apply ``channels_last`` to a network of the prior; ``compile`` to the UNet."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.compile_unet and model is self.unet:
+            model.compile(**(self.compile_unet if isinstance(self.compile_unet, dict) else {}))
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -77,18 +94,22 @@ class LatentDiffusionPrior(DiffusionPrior):
         vae_upcast: decode in float32 even under autocast. None: as the VAE config's ``force_upcast`` says (true
             for SD 1.x/2.x, whose VAE overflows in float16). False under ``bf16-mixed`` decodes in bf16: less GPU
             memory (estimated in benchmarks/results/memory-estimate-vae-bf16.md).
+        gradient_checkpointing, channels_last, compile: as :class:`DiffusionPrior` (the first two also for the VAE).
     """
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
                  scheduler_config: dict | None = None, unet_subfolder: str = "unet", vae_subfolder: str = "vae",
-                 gradient_checkpointing: bool = False, vae_upcast: bool | None = None):
-        super().__init__(pretrained, scheduler, scheduler_config, unet_subfolder, gradient_checkpointing)
+                 gradient_checkpointing: bool = False, vae_upcast: bool | None = None, channels_last: bool = False,
+                 compile: bool | dict = False):
+        super().__init__(pretrained, scheduler, scheduler_config, unet_subfolder, gradient_checkpointing,
+                         channels_last=channels_last, compile=compile)
         self.vae_upcast = vae_upcast
         self.vae = load_pretrained(AutoencoderKL, pretrained, "model.backbone.pretrained", subfolder=vae_subfolder,
                                    torch_dtype=torch.float32)
         if gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
         self.requires_grad_(False).eval()
+        self.speed_up(self.vae)
 
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
@@ -126,14 +147,14 @@ class StableDiffusionPrior(LatentDiffusionPrior):
     Args:
         pretrained: hub id or local folder with ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
         prompt: the text conditioning of every step.
-        gradient_checkpointing, vae_upcast: as :class:`LatentDiffusionPrior`.
+        gradient_checkpointing, vae_upcast, channels_last, compile: as :class:`LatentDiffusionPrior`.
     """
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
                  scheduler_config: dict | None = None, prompt: str = "", gradient_checkpointing: bool = False,
-                 vae_upcast: bool | None = None):
+                 vae_upcast: bool | None = None, channels_last: bool = False, compile: bool | dict = False):
         super().__init__(pretrained, scheduler, scheduler_config, gradient_checkpointing=gradient_checkpointing,
-                         vae_upcast=vae_upcast)
+                         vae_upcast=vae_upcast, channels_last=channels_last, compile=compile)
         self.prompt = prompt
         self.register_buffer("prompt_embeds", encode_prompt(pretrained, prompt), persistent=False)
 

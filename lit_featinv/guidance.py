@@ -13,13 +13,16 @@ import warnings
 from typing import Callable
 
 import torch
+from torch import nn
 
 from .errors import ConfigError
+from .loading import load_pretrained
 from .sampling import join_prediction, split_prediction
 
 
-class Guidance:
-    """The paper's shaping and weight schedule; subclasses say which gradient (:meth:`gradient`).
+class Guidance(nn.Module):
+    """The paper's shaping and weight schedule; subclasses say which gradient (:meth:`gradient`) and whether it goes
+    through the UNet (``through_unet``, for the cost in metrics).
 
     Args:
         scale: w, one value or one per scheduler step (the paper: 4 for 1000 DDPM steps; 0.5 for 50 DDIM steps).
@@ -27,10 +30,18 @@ class Guidance:
         rescale: rescale g per sample to the norm of the predicted noise.
         clip_theta: clip g element-wise to mean +- theta * std (<= 0: no clipping).
         allow_negative: accept w < 0 (guidance away from the target).
+        decoder: for latent priors, a cheaper decoder the gradient goes through instead of the prior's VAE: a
+            diffusers ``AutoencoderTiny`` folder or hub id (the TAESD family, e.g. ``madebyollin/taesd`` for SD 1.x/2.x);
+            the prior's VAE still decodes every image that is scored, kept or saved. null: the prior's decoder.
+        decoder_subfolder: where that decoder's config is (null: its top level).
     """
 
+    through_unet = False
+
     def __init__(self, scale: float | list[float] = 0.5, start: int = 0, stop: int | None = None, rescale: bool = True,
-                 clip_theta: float = 3.0, allow_negative: bool = False):
+                 clip_theta: float = 3.0, allow_negative: bool = False, decoder: str | None = None,
+                 decoder_subfolder: str | None = None):
+        super().__init__()
         scales = list(scale) if isinstance(scale, (list, tuple)) else [scale]
         for w in scales:
             if not math.isfinite(w):
@@ -44,12 +55,39 @@ class Guidance:
             raise ConfigError("model.guidance.start", f"steps {start}..{stop} are not a range of step indices")
         self.scale, self.start, self.stop = scale, start, stop
         self.rescale, self.clip_theta = rescale, clip_theta
+        self.decoder = None
+        if decoder is not None:
+            from diffusers import AutoencoderTiny
+            self.decoder = load_pretrained(AutoencoderTiny, decoder, "model.guidance.decoder", subfolder=decoder_subfolder,
+                                           torch_dtype=torch.float32).requires_grad_(False).eval()
 
-    def check(self, num_steps: int) -> None:
-        """A per-step ``scale`` has one value per step."""
+    def check(self, num_steps: int, backbone=None) -> None:
+        """A per-step ``scale`` has one value per step; the guidance's own decoder reads the prior's latents and
+        gives images of the prior decoder's shape."""
         if isinstance(self.scale, (list, tuple)) and len(self.scale) != num_steps:
             raise ConfigError("model.guidance.scale", f"has {len(self.scale)} values for {num_steps} steps "
                                                       f"(model.num_inference_steps)")
+        if self.decoder is None or backbone is None:
+            return
+        if not hasattr(backbone, "vae"):
+            raise ConfigError("model.guidance.decoder", f"{type(backbone).__name__} is a pixel-space prior: there is "
+                                                        f"no decoder to replace")
+        latent = torch.zeros(1, backbone.sample_shape[0], 8, 8)
+        with torch.no_grad():
+            want = tuple(backbone.decode(latent).shape)
+            try:
+                got = tuple(self.tiny_decode(latent).shape)
+            except RuntimeError as err:
+                got = f"an error ({str(err).splitlines()[0]})"
+        if got != want:
+            raise ConfigError("model.guidance.decoder", f"does not fit the prior: an 8x8 latent with "
+                                                        f"{backbone.sample_shape[0]} channels decodes to {got}, the "
+                                                        f"prior's VAE gives {want}")
+
+    def tiny_decode(self, sample: torch.Tensor) -> torch.Tensor:
+        """The guidance's own decoder: a (clean) latent sample -> image in [-1, 1], differentiable."""
+        cfg = self.decoder.config
+        return self.decoder.decode(sample / cfg.scaling_factor + (cfg.shift_factor or 0.0)).sample.float()
 
     def weight(self, step_index: int) -> float:
         """w at this step."""
@@ -58,8 +96,9 @@ class Guidance:
         return float(self.scale[step_index] if isinstance(self.scale, (list, tuple)) else self.scale)
 
     def gradient(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
-                 kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(model output, clean estimate as an image in [0, 1], gradient of the objective in z's shape)."""
+                 kind: str, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(model output, clean estimate as an image in [0, 1], gradient of the objective in z's shape) at step index
+        ``step``."""
         raise NotImplementedError
 
     def shape(self, grad: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -79,8 +118,8 @@ class Guidance:
             grad = torch.minimum(torch.maximum(grad, mean - self.clip_theta * std), mean + self.clip_theta * std)
         return grad
 
-    def __call__(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
-                 kind: str, w: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
+                kind: str, w: float, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(guided model output, clean estimate before guidance as an image in [0, 1], clean estimate from the
         guided noise (a sample, not decoded)). ``z`` is the scheduler-scaled model input."""
         if w == 0:
@@ -88,16 +127,36 @@ class Guidance:
                 out = denoise(z, t)
                 x0 = split_prediction(out, z, abar, kind)[1]
                 return out, decode(x0), x0
-        out, image, grad = self.gradient(denoise, decode, objective, z, t, abar, kind)
+        if self.decoder is None:
+            out, image, grad = self.gradient(denoise, decode, objective, z, t, abar, kind, step)
+        else:  # the gradient through the cheap decoder, the image to score from the prior's
+            tiny = lambda x: (self.tiny_decode(x) + 1) / 2  # noqa: E731
+            out, _, grad = self.gradient(denoise, tiny, objective, z, t, abar, kind, step)
+            with torch.no_grad():
+                image = decode(split_prediction(out, z, abar, kind)[1])
         eps = split_prediction(out, z, abar, kind)[0]
         output = join_prediction(eps + w * self.shape(grad, eps), z, abar, kind)
         return output, image, split_prediction(output, z, abar, kind)[1]
 
 
 class UNetGradient(Guidance):
-    """The paper's gradient: d loss / d z_t, backpropagated through the decoder, the clean estimate and the UNet."""
+    """The paper's gradient: d loss / d z_t, backpropagated through the decoder, the clean estimate and the UNet.
 
-    def gradient(self, denoise, decode, objective, z, t, abar, kind):
+    Args:
+        unet_from: steps before this index take the clean-estimate gradient instead (no UNet backward); 0: none.
+    """
+
+    through_unet = True
+
+    def __init__(self, scale: float | list[float] = 0.5, start: int = 0, stop: int | None = None, rescale: bool = True,
+                 clip_theta: float = 3.0, allow_negative: bool = False, decoder: str | None = None,
+                 decoder_subfolder: str | None = None, unet_from: int = 0):
+        super().__init__(scale, start, stop, rescale, clip_theta, allow_negative, decoder, decoder_subfolder)
+        self.unet_from = unet_from
+
+    def gradient(self, denoise, decode, objective, z, t, abar, kind, step=0):
+        if step < self.unet_from:
+            return CleanEstimateGradient.gradient(self, denoise, decode, objective, z, t, abar, kind, step)
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             out = denoise(z, t)
@@ -116,7 +175,9 @@ class CleanEstimateGradient(Guidance):
     clipping keep the paper's meaning, and an iteration costs a UNet forward instead of a forward and a backward.
     """
 
-    def gradient(self, denoise, decode, objective, z, t, abar, kind):
+    through_unet = False
+
+    def gradient(self, denoise, decode, objective, z, t, abar, kind, step=0):
         with torch.no_grad():
             out = denoise(z, t)
             x0 = split_prediction(out, z, abar, kind)[1]

@@ -90,7 +90,7 @@ class FeatureInversion(LightningModule):
                                                    f"sample ({history[0]}), so samples cannot leave the batch; use a "
                                                    f"one-step scheduler (DDIM, DDPM, Euler) or stop_cosine: null")
         self.guidance = guidance or UNetGradient()
-        self.guidance.check(num_inference_steps)
+        self.guidance.check(num_inference_steps, backbone)
         self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
@@ -109,12 +109,12 @@ class FeatureInversion(LightningModule):
         return (self.backbone.decode(sample) + 1) / 2
 
     # ---- the guided loop ----------------------------------------------------------------------
-    def guided_output(self, scheduler, sample, t, abar, target, w: float):
+    def guided_output(self, scheduler, sample, t, abar, target, w: float, step: int = 0):
         """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
         guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
         objective = lambda image: self.loss(self.extractor(image), target)  # noqa: E731
         return self.guidance(self.backbone.denoise, self.to_image, objective, scheduler.scale_model_input(sample, t),
-                             t, abar, scheduler.config.prediction_type, w)
+                             t, abar, scheduler.config.prediction_type, w, step)
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,17 +136,19 @@ class FeatureInversion(LightningModule):
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
-        their bookkeeping (per sample: best step, UNet evaluations, step it failed or stopped at, -1: never)."""
+        their bookkeeping (per sample: best step, UNet evaluations and backward passes, step it failed or stopped at,
+        -1: never)."""
         gens = generators(seeds)
         scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         shape = (len(seeds), *self.backbone.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
-        best, final, nfe = BestImage(), [None] * len(seeds), torch.zeros(len(seeds), dtype=torch.long)
+        best, final = BestImage(), [None] * len(seeds)
+        nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
 
-        def guided(sample, t, abar, rows, w):
-            return self.guided_output(scheduler, sample, t, abar, target[rows], w)
+        def guided(sample, t, abar, rows, w, step):
+            return self.guided_output(scheduler, sample, t, abar, target[rows], w, step)
 
         def on_iteration(it: Iteration) -> torch.Tensor | None:
             """Best-image candidates scored; samples that reached ``stop_cosine`` keep this estimate and leave."""
@@ -156,6 +158,7 @@ class FeatureInversion(LightningModule):
                     candidates.append(self.to_image(it.guided_x0))
             cosine = self.track_best(best, candidates, target[it.rows], it.step, it.rows)
             nfe[it.rows.cpu()] += 1
+            backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet and it.step >= getattr(self.guidance, 'unet_from', 0))
             if self.stop_cosine is None:
                 return None
             done = cosine >= self.stop_cosine
@@ -176,6 +179,7 @@ class FeatureInversion(LightningModule):
             for r, img in zip(rows.tolist(), image):
                 final[r] = img
         return {"image": torch.stack(final), "best_image": best.image, "best_step": best.step, "nfe": nfe,
+                "unet_backward": backward,
                 "failed_step": failed, "stop_step": stopped}
 
     @staticmethod
@@ -219,7 +223,8 @@ class FeatureInversion(LightningModule):
                 continue
             metrics = {k: float(v[r]) for k, v in scores.items()}
             metrics |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
-            metrics |= {"best_step": int(out["best_step"][r]), "nfe": nfe, "seconds": round(seconds, 3)}
+            metrics |= {"best_step": int(out["best_step"][r]), "nfe": nfe,
+                        "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3)}
             if int(out["stop_step"][r]) >= 0:
                 metrics["stop_step"] = int(out["stop_step"][r])
             target_image = batch["image"][n]

@@ -72,6 +72,17 @@ def latent_prior(tmp_path_factory) -> Path:
     return folder
 
 
+def save_tiny_decoder(folder: Path, latent_channels: int = 4, upsamplings: int = 1, channels: int = 1) -> Path:
+    """A tiny diffusers ``AutoencoderTiny`` (TAESD's architecture and defaults, narrower)."""
+    from diffusers import AutoencoderTiny
+    torch.manual_seed(0)
+    blocks = upsamplings + 1
+    AutoencoderTiny(in_channels=channels, out_channels=channels, latent_channels=latent_channels,
+                    encoder_block_out_channels=(8,) * blocks, decoder_block_out_channels=(8,) * blocks,
+                    num_encoder_blocks=(1,) * blocks, num_decoder_blocks=(1,) * blocks).save_pretrained(folder)
+    return folder
+
+
 def save_timm(folder: Path, name: str = "test_resnet", in_chans: int = 1, size: int = 16, **model_args) -> Path:
     import timm
     from timm.models._hub import save_for_hf

@@ -54,7 +54,7 @@ def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_p
     for r in rows:
         assert {"id", "image", "best_image", "target_image", "cosine", "sq_l2", "rel_l2", "best_cosine", "best_sq_l2",
                 "best_rel_l2", "nfe", "seconds"} <= set(r)
-        assert r["nfe"] == 6 and r["image"] == f"images/{r['id']}_{r['sample']}.png"
+        assert r["nfe"] == r["unet_backward"] == 6 and r["image"] == f"images/{r['id']}_{r['sample']}.png"
         with torch.no_grad():
             f = ext(load_image(out / r["image"])[None])[0]
             target = ext(load_image(r["target_image"])[None])[0]

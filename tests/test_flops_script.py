@@ -1,13 +1,11 @@
 """benchmarks/flops.py (issue 9, item 4): FLOPs of a guided iteration counted on fake tensors; smoke test on tiny
 configs and the counter checked on ops whose FLOPs are known."""
-import os
 import re
-import subprocess
 import sys
 
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, save_tiny_decoder
 
 
 def test_the_counter_counts_matmuls_and_convolutions_under_autograd():
@@ -26,16 +24,23 @@ def test_the_counter_counts_matmuls_and_convolutions_under_autograd():
     assert conv.get_total_flops() == 2 * 3 * 3 * 3 * 2 * 3 * 3  # 2 x out elements (3x3x3) x in x kernel (2x3x3)
 
 
-def test_flops_script_tiny_counts_every_extractor_and_variant(tmp_path):
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "benchmarks/flops.py", "--tiny", "--out", str(tmp_path)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    text = (tmp_path / "flops-tiny.md").read_text()
-    per = {(m[1], m[2]): float(m[3].replace(",", "")) for m in
-           re.finditer(r"^\| (.+?) \| (unet_gradient|clean_estimate) \| ([0-9.,e+]+) \|", text, re.M)}
-    assert len(per) == 8 and all(v > 0 for v in per.values()), text
-    for (name, variant), flops in per.items():  # no UNet backward: fewer FLOPs
-        if variant == "clean_estimate":
-            assert flops < per[name, "unet_gradient"], text
-    assert re.search(r"^\| paper/resnet50 \| 12,960 \| [0-9.,e+]+ \| 1/1 \|$", text, re.M), text
+def test_flops_script_counts_every_extractor_and_variant_on_tiny_models(tmp_path, sd_prior, open_clip_name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import flops
+    from lit_featinv import OpenClipExtractor, TorchvisionExtractor
+    extractors = {"clip_rn50": ("tiny open_clip", lambda: OpenClipExtractor(open_clip_name, pretrained=None)),
+                  "resnet50": ("tiny resnet", lambda: TorchvisionExtractor("tiny_resnet")),
+                  "vit_h14_518": ("tiny vit", lambda: TorchvisionExtractor("tiny_vit")),
+                  "vit_h14_518_bf16": ("tiny vit bf16", lambda: TorchvisionExtractor("tiny_vit", autocast=True))}
+    tiny = save_tiny_decoder(tmp_path / "taesd", channels=3)
+    assert flops.main(["--out", str(tmp_path), "--sd", str(sd_prior), "--tiny-decoder", str(tiny)],
+                      extractors=extractors) == 0
+    text = (tmp_path / "flops.md").read_text()
+    per = {(m[1], m[2]): [float(v.replace(",", "")) for v in m.group(3, 4, 5)] for m in
+           re.finditer(r"^\| (tiny [\w ]+) \| ([\w+]+) \| ([0-9.,e+]+) \| ([0-9.,e+]+) \| ([0-9.,e+]+) \|$", text, re.M)}
+    assert len(per) == 16 and all(v > 0 for row in per.values() for v in row), text
+    for (name, variant), (iteration, network, decode) in per.items():
+        if variant.startswith("clean_estimate"):  # no UNet backward: fewer FLOPs
+            assert iteration < per[name, variant.replace("clean_estimate", "unet_gradient")][0], text
+    assert re.search(r"^\| paper/resnet50 \| unet_gradient \| 12,960 \| 2 \| [0-9.,e+]+ \| 1/1 \|$", text, re.M), text
+    assert len(re.findall(r"^\| paper/\w+_fast \| ", text, re.M)) == 3 * 4

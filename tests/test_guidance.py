@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
-from conftest import batch_of, build_module, mid_step
+from conftest import batch_of, build_module, mid_step, save_tiny_decoder
 from lit_featinv import CleanEstimateGradient, DiffusionPrior, FeatureInversion, UNetGradient
 from lit_featinv.errors import ConfigError
 from lit_featinv.images import to_uint8
@@ -116,3 +116,82 @@ def test_stopping_needs_a_one_step_scheduler_and_a_cosine(pixel_prior, timm_dir)
     for bad in (1.5, -1.0):
         with pytest.raises(ConfigError, match=rf"^model.stop_cosine: {bad} is not a cosine in \(-1, 1\]"):
             build_module(pixel_prior, timm_dir, stop_cosine=bad)
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory):
+    return save_tiny_decoder(tmp_path_factory.mktemp("taesd"))
+
+
+@pytest.mark.parametrize("guidance", VARIANTS)
+def test_a_tiny_decoder_carries_the_gradient_and_the_vae_decodes_what_is_scored(latent_prior, timm_dir,
+                                                                                tiny_decoder, guidance):
+    from lit_featinv import LatentDiffusionPrior, TimmExtractor
+    module = FeatureInversion(LatentDiffusionPrior(str(latent_prior)), TimmExtractor(f"local-dir:{timm_dir}"),
+                              guidance=guidance(scale=1.0, decoder=str(tiny_decoder)), num_inference_steps=4,
+                              progress=False)
+    module.on_predict_start()
+    scheduler, t, abar = mid_step(module)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(1))
+    output, image, _ = module.guided_output(scheduler, z, t, abar, target, 1.0)
+    with torch.no_grad():
+        eps = module.backbone.denoise(z, t)
+        x0 = (z - (1 - abar).sqrt() * eps) / abar.sqrt()
+        torch.testing.assert_close(image, module.to_image(x0))  # scored: the prior's VAE
+    # the gradient: through the tiny decoder (its own shaping), not the VAE
+    plain = guidance(scale=1.0)
+    tiny_image = lambda x: (module.guidance.tiny_decode(x) + 1) / 2  # noqa: E731
+    objective = lambda image: module.loss(module.extractor(image), target)  # noqa: E731
+    grad = plain.gradient(module.backbone.denoise, tiny_image, objective, z, t, abar, "epsilon")[2]
+    torch.testing.assert_close(output, eps + plain.shape(grad, eps))
+    vae_grad = plain.gradient(module.backbone.denoise, module.to_image, objective, z, t, abar, "epsilon")[2]
+    assert (grad - vae_grad).abs().max() > 1e-4
+
+
+def test_a_tiny_decoder_runs_end_to_end(latent_prior, timm_dir, tiny_decoder, image_dir):
+    """(Whether it guides depends on how well it imitates the VAE: a random one does not; benchmarks measure it.)"""
+    from lit_featinv import LatentDiffusionPrior, TimmExtractor
+    module = FeatureInversion(LatentDiffusionPrior(str(latent_prior)), TimmExtractor(f"local-dir:{timm_dir}"),
+                              guidance=CleanEstimateGradient(scale=2.0, decoder=str(tiny_decoder)),
+                              num_inference_steps=3, recurrence=2, progress=False)
+    module.on_predict_start()
+    calls = []
+    module.guidance.decoder.decoder.register_forward_hook(lambda *args: calls.append(1))
+    records = module.predict_step(batch_of(image_dir, limit=2))
+    assert [r["status"] for r in records] == ["ok", "ok"] and len(calls) == 6  # 3 steps x K = 2, batched
+    assert all(r["image"].shape == (1, 16, 16) and r["metrics"]["unet_backward"] == 0 for r in records)
+
+
+def test_a_tiny_decoder_that_does_not_fit_the_prior_is_named(latent_prior, pixel_prior, timm_dir, tmp_path,
+                                                             tiny_decoder):
+    from lit_featinv import LatentDiffusionPrior, TimmExtractor
+    extractor = TimmExtractor(f"local-dir:{timm_dir}")
+    for folder, what in ((save_tiny_decoder(tmp_path / "c3", latent_channels=3), "an error"),
+                         (save_tiny_decoder(tmp_path / "x4", upsamplings=2), r"\(1, 1, 32, 32\)")):
+        with pytest.raises(ConfigError, match=rf"^model.guidance.decoder: does not fit the prior: an 8x8 latent with "
+                                              rf"4 channels decodes to {what}.*the prior's VAE gives \(1, 1, 16, 16\)"):
+            FeatureInversion(LatentDiffusionPrior(str(latent_prior)), extractor,
+                             guidance=UNetGradient(decoder=str(folder)))
+    with pytest.raises(ConfigError, match=r"^model.guidance.decoder: DiffusionPrior is a pixel-space prior"):
+        FeatureInversion(DiffusionPrior(str(pixel_prior)), extractor, guidance=UNetGradient(decoder=str(tiny_decoder)))
+    with pytest.raises(ConfigError, match=r"^model.guidance.decoder: no such file or folder"):
+        UNetGradient(decoder=str(tmp_path / "missing"))
+
+
+def test_throughput_options_give_the_same_prediction(latent_prior):
+    """channels_last (UNet and VAE) and torch.compile of the UNet (here its eager backend: no compiler needed) change
+    speed, not results; attention is PyTorch's scaled-dot-product attention."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+    from lit_featinv import LatentDiffusionPrior
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500)
+    plain = LatentDiffusionPrior(str(latent_prior))
+    fast = LatentDiffusionPrior(str(latent_prior), channels_last=True, compile={"backend": "eager"})
+    assert fast.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.unet._compiled_call_impl is not None and plain.unet._compiled_call_impl is None
+    assert {type(m.processor) for m in plain.unet.modules() if isinstance(m, Attention)} == {AttnProcessor2_0}
+    with torch.no_grad():
+        torch.testing.assert_close(fast.denoise(z, t), plain.denoise(z, t), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fast.decode(z), plain.decode(z), atol=1e-5, rtol=1e-4)
