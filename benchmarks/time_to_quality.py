@@ -38,7 +38,7 @@ def variant(name: str) -> tuple[list[str], int]:
         raise SystemExit(f"--variants: {name!r} does not start with preset or clean")
     args = ["--model.init_args.guidance.class_path", "lit_featinv.CleanEstimateGradient"] if kind == "clean" else []
     keys = {"K": "--model.init_args.recurrence", "w": "--model.init_args.guidance.init_args.scale",
-            "stop": "--model.init_args.stop_cosine", "from": "--model.init_args.guidance.init_args.unet_from"}
+            "stop": "--model.init_args.stop_cosine"}
     for option in options:
         if option == "tiny":
             args += ["--model.init_args.guidance.init_args.decoder", TINY_DECODER]

@@ -96,9 +96,8 @@ class Guidance(nn.Module):
         return float(self.scale[step_index] if isinstance(self.scale, (list, tuple)) else self.scale)
 
     def gradient(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
-                 kind: str, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(model output, clean estimate as an image in [0, 1], gradient of the objective in z's shape) at step index
-        ``step``."""
+                 kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(model output, clean estimate as an image in [0, 1], gradient of the objective in z's shape)."""
         raise NotImplementedError
 
     def shape(self, grad: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -119,7 +118,7 @@ class Guidance(nn.Module):
         return grad
 
     def forward(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
-                kind: str, w: float, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                kind: str, w: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(guided model output, clean estimate before guidance as an image in [0, 1], clean estimate from the
         guided noise (a sample, not decoded)). ``z`` is the scheduler-scaled model input."""
         if w == 0:
@@ -128,10 +127,10 @@ class Guidance(nn.Module):
                 x0 = split_prediction(out, z, abar, kind)[1]
                 return out, decode(x0), x0
         if self.decoder is None:
-            out, image, grad = self.gradient(denoise, decode, objective, z, t, abar, kind, step)
+            out, image, grad = self.gradient(denoise, decode, objective, z, t, abar, kind)
         else:  # the gradient through the cheap decoder, the image to score from the prior's
             tiny = lambda x: (self.tiny_decode(x) + 1) / 2  # noqa: E731
-            out, _, grad = self.gradient(denoise, tiny, objective, z, t, abar, kind, step)
+            out, _, grad = self.gradient(denoise, tiny, objective, z, t, abar, kind)
             with torch.no_grad():
                 image = decode(split_prediction(out, z, abar, kind)[1])
         eps = split_prediction(out, z, abar, kind)[0]
@@ -140,23 +139,11 @@ class Guidance(nn.Module):
 
 
 class UNetGradient(Guidance):
-    """The paper's gradient: d loss / d z_t, backpropagated through the decoder, the clean estimate and the UNet.
-
-    Args:
-        unet_from: steps before this index take the clean-estimate gradient instead (no UNet backward); 0: none.
-    """
+    """The paper's gradient: d loss / d z_t, backpropagated through the decoder, the clean estimate and the UNet."""
 
     through_unet = True
 
-    def __init__(self, scale: float | list[float] = 0.5, start: int = 0, stop: int | None = None, rescale: bool = True,
-                 clip_theta: float = 3.0, allow_negative: bool = False, decoder: str | None = None,
-                 decoder_subfolder: str | None = None, unet_from: int = 0):
-        super().__init__(scale, start, stop, rescale, clip_theta, allow_negative, decoder, decoder_subfolder)
-        self.unet_from = unet_from
-
-    def gradient(self, denoise, decode, objective, z, t, abar, kind, step=0):
-        if step < self.unet_from:
-            return CleanEstimateGradient.gradient(self, denoise, decode, objective, z, t, abar, kind, step)
+    def gradient(self, denoise, decode, objective, z, t, abar, kind):
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             out = denoise(z, t)
@@ -177,7 +164,7 @@ class CleanEstimateGradient(Guidance):
 
     through_unet = False
 
-    def gradient(self, denoise, decode, objective, z, t, abar, kind, step=0):
+    def gradient(self, denoise, decode, objective, z, t, abar, kind):
         with torch.no_grad():
             out = denoise(z, t)
             x0 = split_prediction(out, z, abar, kind)[1]

@@ -43,7 +43,7 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
         w, iterations = weight(i), iterations_at(i)
         for k in range(iterations):
             STOP.check()  # a stop signal ends the run here
-            output, image, guided_x0 = guided(sample, t, abar, rows, w, i)
+            output, image, guided_x0 = guided(sample, t, abar, rows, w)
             leave = on_iteration(Iteration(i, k, t, w, rows, image, guided_x0)) if on_iteration else None
             if leave is not None and leave.any():
                 keep = ~leave

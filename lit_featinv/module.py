@@ -109,12 +109,12 @@ class FeatureInversion(LightningModule):
         return (self.backbone.decode(sample) + 1) / 2
 
     # ---- the guided loop ----------------------------------------------------------------------
-    def guided_output(self, scheduler, sample, t, abar, target, w: float, step: int = 0):
+    def guided_output(self, scheduler, sample, t, abar, target, w: float):
         """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
         guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
         objective = lambda image: self.loss(self.extractor(image), target)  # noqa: E731
         return self.guidance(self.backbone.denoise, self.to_image, objective, scheduler.scale_model_input(sample, t),
-                             t, abar, scheduler.config.prediction_type, w, step)
+                             t, abar, scheduler.config.prediction_type, w)
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,8 +147,8 @@ class FeatureInversion(LightningModule):
         nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
 
-        def guided(sample, t, abar, rows, w, step):
-            return self.guided_output(scheduler, sample, t, abar, target[rows], w, step)
+        def guided(sample, t, abar, rows, w):
+            return self.guided_output(scheduler, sample, t, abar, target[rows], w)
 
         def on_iteration(it: Iteration) -> torch.Tensor | None:
             """Best-image candidates scored; samples that reached ``stop_cosine`` keep this estimate and leave."""
@@ -158,7 +158,7 @@ class FeatureInversion(LightningModule):
                     candidates.append(self.to_image(it.guided_x0))
             cosine = self.track_best(best, candidates, target[it.rows], it.step, it.rows)
             nfe[it.rows.cpu()] += 1
-            backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet and it.step >= getattr(self.guidance, 'unet_from', 0))
+            backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
             if self.stop_cosine is None:
                 return None
             done = cosine >= self.stop_cosine

@@ -115,7 +115,8 @@ def test_readme_guidance_example_runs(tmp_path, pixel_prior, timm_dir, image_dir
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["model"]["init_args"]["guidance"] == {
         "class_path": "lit_featinv.UNetGradient", "init_args": {"scale": 0.5, "start": 0, "stop": None,
                                                                 "rescale": True, "clip_theta": 3.0,
-                                                                "allow_negative": False}}
+                                                                "allow_negative": False, "decoder": None,
+                                                                "decoder_subfolder": None}}
 
 
 def test_readme_module_extractor_example_parses(tmp_path, pixel_prior, image_dir, capsys):

@@ -19,6 +19,8 @@ def test_every_referenced_repository_file_exists():
             path = match.group(1)
             if content[match.end():match.end() + 1] in ("*", "{", "<"):  # a glob or a placeholder
                 continue
+            if re.search(r"\b[0-9a-f]{7,40}:$", content[:match.start()]):  # a file at a commit (git show REV:PATH)
+                continue
             if not (ROOT / path).exists() and not (ROOT / path.split("::")[0]).exists():
                 missing.append(f"{text.relative_to(ROOT)}: {path}")
     assert not missing, missing

@@ -5,9 +5,9 @@ from conftest import FMNIST, ZOO, batch_of
 from lit_featinv import DiffusionPrior, FeatureInversion, LatentDiffusionPrior, TimmExtractor, UNetGradient
 
 
-def mean_cosine(prior, guidance_scale: float, recurrence: int) -> float:
+def mean_cosine(prior, guidance_scale: float, recurrence: int, guidance=UNetGradient, **options) -> float:
     module = FeatureInversion(prior, TimmExtractor(f"local-dir:{ZOO / 'fmnist-resnet10t'}"), num_inference_steps=20,
-                              guidance=UNetGradient(scale=guidance_scale), recurrence=recurrence, progress=False)
+                              guidance=guidance(scale=guidance_scale, **options), recurrence=recurrence, progress=False)
     module.on_predict_start()
     return statistics.mean(r["metrics"]["cosine"] for r in module.predict_step(batch_of(FMNIST, limit=4)))
 
@@ -21,6 +21,16 @@ def test_guided_pixel_ddpm_is_far_closer_than_unguided():
 def test_guided_latent_ddpm_is_far_closer_than_unguided():
     prior = LatentDiffusionPrior(str(ZOO / "fmnist-ldm"))
     guided, unguided = mean_cosine(prior, 0.8, 2), mean_cosine(prior, 0.0, 1)
+    assert guided > 0.8 and guided > unguided + 0.3, (guided, unguided)
+
+
+def test_guidance_through_the_zoo_tiny_decoder_is_far_closer_than_unguided():
+    """The tiny decoder distilled from the zoo VAE (assets/zoo/train_tiny_decoder.py) carries a gradient that guides
+    the VAE's images (the scored ones)."""
+    from lit_featinv import CleanEstimateGradient
+    prior = LatentDiffusionPrior(str(ZOO / "fmnist-ldm"))
+    guided = mean_cosine(prior, 0.8, 2, CleanEstimateGradient, decoder=str(ZOO / "fmnist-ldm" / "tiny-decoder"))
+    unguided = mean_cosine(prior, 0.0, 1)
     assert guided > 0.8 and guided > unguided + 0.3, (guided, unguided)
 
 
