@@ -74,9 +74,9 @@ class Guidance(nn.Module):
                                                         f"no decoder to replace")
         latent = torch.zeros(1, backbone.sample_shape[0], 8, 8)
         with torch.no_grad():
-            want = tuple(backbone.decode(latent).shape)
+            want = tuple(backbone.decode(latent.to(backbone.vae.device)).shape)
             try:
-                got = tuple(self.tiny_decode(latent).shape)
+                got = tuple(self.tiny_decode(latent.to(self.decoder.device)).shape)
             except RuntimeError as err:
                 got = f"an error ({str(err).splitlines()[0]})"
         if got != want:
