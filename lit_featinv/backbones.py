@@ -9,6 +9,13 @@ from .errors import ConfigError
 from .loading import import_object, load_pretrained
 
 
+def decode_latents(vae, sample: torch.Tensor) -> torch.Tensor:
+    """A diffusers autoencoder's decode of a sample in the UNet's latent space (its config's scale and shift undone)
+    -> image in [-1, 1], float32, differentiable."""
+    cfg = vae.config
+    return vae.decode(sample / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)).sample.float()
+
+
 def load_scheduler(pretrained: str, scheduler: str = "diffusers.DDIMScheduler", scheduler_config: dict | None = None,
                    subfolder: str | None = "scheduler"):
     """The diffusers ``scheduler`` class configured from the model's own scheduler config plus ``scheduler_config``."""
@@ -112,12 +119,10 @@ class LatentDiffusionPrior(DiffusionPrior):
         self.speed_up(self.vae)
 
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
-        cfg = self.vae.config
-        latents = sample / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-        if getattr(cfg, "force_upcast", False) if self.vae_upcast is None else self.vae_upcast:
+        if getattr(self.vae.config, "force_upcast", False) if self.vae_upcast is None else self.vae_upcast:
             with torch.autocast(sample.device.type, enabled=False):
-                return self.vae.decode(latents.float()).sample.float()
-        return self.vae.decode(latents).sample.float()
+                return decode_latents(self.vae, sample.float())
+        return decode_latents(self.vae, sample)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .backbones import decode_latents
 from .errors import ConfigError
 from .loading import load_pretrained
 from .sampling import join_prediction, split_prediction
@@ -86,8 +87,7 @@ class Guidance(nn.Module):
 
     def tiny_decode(self, sample: torch.Tensor) -> torch.Tensor:
         """The guidance's own decoder: a (clean) latent sample -> image in [-1, 1], differentiable."""
-        cfg = self.decoder.config
-        return self.decoder.decode(sample / cfg.scaling_factor + (cfg.shift_factor or 0.0)).sample.float()
+        return decode_latents(self.decoder, sample)
 
     def weight(self, step_index: int) -> float:
         """w at this step."""
@@ -126,14 +126,12 @@ class Guidance(nn.Module):
                 out = denoise(z, t)
                 x0 = split_prediction(out, z, abar, kind)[1]
                 return out, decode(x0), x0
-        if self.decoder is None:
-            out, image, grad = self.gradient(denoise, decode, objective, z, t, abar, kind)
-        else:  # the gradient through the cheap decoder, the image to score from the prior's
-            tiny = lambda x: (self.tiny_decode(x) + 1) / 2  # noqa: E731
-            out, _, grad = self.gradient(denoise, tiny, objective, z, t, abar, kind)
+        tiny = None if self.decoder is None else lambda x: (self.tiny_decode(x) + 1) / 2
+        out, image, grad = self.gradient(denoise, tiny or decode, objective, z, t, abar, kind)
+        eps, x0 = split_prediction(out, z, abar, kind)
+        if tiny is not None:  # the gradient went through the cheap decoder; the image to score is the prior's
             with torch.no_grad():
-                image = decode(split_prediction(out, z, abar, kind)[1])
-        eps = split_prediction(out, z, abar, kind)[0]
+                image = decode(x0)
         output = join_prediction(eps + w * self.shape(grad, eps), z, abar, kind)
         return output, image, split_prediction(output, z, abar, kind)[1]
 
@@ -161,8 +159,6 @@ class CleanEstimateGradient(Guidance):
     which the rescaling to the noise's norm (on by default) removes; the clipping is scale-free. So w, rescaling and
     clipping keep the paper's meaning, and an iteration costs a UNet forward instead of a forward and a backward.
     """
-
-    through_unet = False
 
     def gradient(self, denoise, decode, objective, z, t, abar, kind):
         with torch.no_grad():

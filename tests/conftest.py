@@ -237,6 +237,15 @@ def open_clip_name(tmp_path_factory) -> str:
     return "tiny-clip-rn"
 
 
+def tiny_paper_extractors(open_clip_name: str) -> dict:
+    """Stand-ins for the benchmark scripts' paper extractors, by their names: {name: (description, builder)}."""
+    from lit_featinv import OpenClipExtractor, TorchvisionExtractor
+    return {"clip_rn50": ("tiny open_clip", lambda: OpenClipExtractor(open_clip_name, pretrained=None)),
+            "resnet50": ("tiny resnet", lambda: TorchvisionExtractor("tiny_resnet")),
+            "vit_h14_518": ("tiny vit", lambda: TorchvisionExtractor("tiny_vit")),
+            "vit_h14_518_bf16": ("tiny vit bf16", lambda: TorchvisionExtractor("tiny_vit", autocast=True))}
+
+
 def register_tiny_torchvision() -> None:
     """``tiny_resnet`` and ``tiny_vit`` in torchvision's model registry (``get_model``), random weights, 32 px, each
     ending in a Linear classifier as torchvision's classifiers do: stand-ins for resnet50 and vit_h_14."""

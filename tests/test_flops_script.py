@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from conftest import ROOT, save_tiny_decoder
+from conftest import ROOT, save_tiny_decoder, tiny_paper_extractors
 
 
 def test_the_counter_counts_matmuls_and_convolutions_under_autograd():
@@ -27,11 +27,7 @@ def test_the_counter_counts_matmuls_and_convolutions_under_autograd():
 def test_flops_script_counts_every_extractor_and_variant_on_tiny_models(tmp_path, sd_prior, open_clip_name):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import flops
-    from lit_featinv import OpenClipExtractor, TorchvisionExtractor
-    extractors = {"clip_rn50": ("tiny open_clip", lambda: OpenClipExtractor(open_clip_name, pretrained=None)),
-                  "resnet50": ("tiny resnet", lambda: TorchvisionExtractor("tiny_resnet")),
-                  "vit_h14_518": ("tiny vit", lambda: TorchvisionExtractor("tiny_vit")),
-                  "vit_h14_518_bf16": ("tiny vit bf16", lambda: TorchvisionExtractor("tiny_vit", autocast=True))}
+    extractors = tiny_paper_extractors(open_clip_name)
     tiny = save_tiny_decoder(tmp_path / "taesd", channels=3)
     assert flops.main(["--out", str(tmp_path), "--sd", str(sd_prior), "--tiny-decoder", str(tiny)],
                       extractors=extractors) == 0
