@@ -9,6 +9,7 @@ import sys
 
 import torch
 import yaml
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .backbones import DiffusionPrior, load_scheduler
@@ -59,6 +60,16 @@ class FeatInvCLI(LightningCLI):
         super().instantiate_classes()
         if first_process():
             self.run_folder.record(self.config_text)
+
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's text progress bar unless the config picks one: its rich bar (the default when rich is
+        installed) proxies stderr, and under Jupyter that proxy recurses with the steps' bar (RecursionError)."""
+        trainer = self._get(self.config_init, "trainer", default={})
+        chosen = trainer.get("callbacks") or []
+        chosen = chosen if isinstance(chosen, list) else [chosen]
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in chosen):
+            kwargs["callbacks"] = [*chosen, TQDMProgressBar()]
+        return super().instantiate_trainer(**kwargs)
 
     def progress(self) -> str:
         """"N of M generations done in FOLDER"."""
@@ -118,6 +129,10 @@ def config_error(err: BaseException) -> ConfigError | None:
 def main(args=None) -> None:
     """Console entry point: config errors end in one line naming the key; a stop signal in one line saying what is
     done (exit 128 + signal number); a run with failed generations exits 1; other errors keep their traceback."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["report"]:  # lit-featinv report RUN_DIR ...: not a LightningCLI job
+        from .report import main as report
+        return report(argv[1:])
     try:
         cli = run(args)
     except argparse.ArgumentError as err:  # a key or class the config parser cannot take

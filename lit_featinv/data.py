@@ -1,4 +1,5 @@
-"""Targets: image folders (features computed on the device by the module's extractor) and feature files."""
+"""Targets: image folders (features computed on the device by the module's extractor), feature files, prompts and
+constructions from other targets' features (:mod:`lit_featinv.targets`)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
 from .images import load_image
+from .loading import import_object
+from .targets import Construction
 
 FEATURE_SUFFIXES = (".pt", ".pth", ".npy")
 
@@ -97,11 +100,78 @@ def prompt_items(prompts: list[str] | str | os.PathLike, key: str = "data.prompt
     return [{"id": f"prompt_{i:05d}", "source": text, "feature": None, "text": text} for i, text in enumerate(prompts)]
 
 
+def part_items(part: dict) -> list[dict]:
+    """The files of one part of a construction (:func:`lit_featinv.targets.part`): a folder's images (read as
+    ``data.images`` reads them), an image, or one vector of a feature file; each ``{source, key, feature}``."""
+    path, key = Path(part["file"]), part["key"]
+    if part.get("folder"):
+        if not _require(path, key).is_dir():
+            raise ConfigError(key, f"{str(path)!r} is not a folder")
+        return [{"source": item["source"], "key": key, "feature": None} for item in image_items(path, key)]
+    if _require(path, key).is_dir():
+        raise ConfigError(key, f"{str(path)!r} is a folder, not an image or a feature file")
+    if path.suffix not in FEATURE_SUFFIXES:
+        if part.get("features_only") or part.get("row") is not None:
+            raise ConfigError(key, f"{str(path)!r} is not a feature file ({'/'.join(FEATURE_SUFFIXES)})"
+                              + (f" to take row {part['row']} of" if part.get("row") is not None else ""))
+        image_items(path, key)  # a readable image (pixels are read when the target is loaded)
+        return [{"source": str(path), "key": key, "feature": None}]
+    rows = {item["source"]: item["feature"] for item in feature_items(path, key)}
+    row = part.get("row")
+    if row is None:
+        if len(rows) > 1:
+            raise ConfigError(key, f"{str(path)!r} holds {len(rows)} vectors [N, D]: choose one, as {path}[ROW]")
+        return [{"source": str(path), "key": key, "feature": next(iter(rows.values()))}]
+    source = f"{path}[{row}]"
+    if source not in rows:
+        held = "one vector [D]" if str(path) in rows else f"{len(rows)} rows (0..{len(rows) - 1})"
+        raise ConfigError(part.get("row_key", key), f"row {row} is out of range: {str(path)!r} holds {held}")
+    return [{"source": source, "key": key, "feature": rows[source]}]
+
+
+def constructed_items(constructions: list, key: str = "data.constructed") -> list[dict]:
+    """The targets of constructions, each with its ``construction``, ``index`` and ``parts`` (their files found and
+    feature files read: sizes that disagree stop here; images are read when the target is loaded)."""
+    items, read = [], {}
+    for n, construction in enumerate(constructions):
+        construction = as_construction(construction, f"{key}[{n}]")
+        for item in construction.items(f"{key}[{n}]"):
+            parts = []
+            for spec in item["parts"]:
+                memo = tuple(sorted(spec.items()))
+                read[memo] = read[memo] if memo in read else part_items(spec)
+                parts += read[memo]
+            vectors = [p for p in parts if p["feature"] is not None]
+            for p in vectors:
+                if p["feature"].numel() != vectors[0]["feature"].numel():
+                    raise ConfigError(p["key"], f"{p['source']} has {p['feature'].numel()} values, but "
+                                                f"{vectors[0]['source']} has {vectors[0]['feature'].numel()}")
+            items.append({"id": item["id"], "source": item["source"], "feature": None, "construction": construction,
+                          "index": item["index"], "parts": parts})
+    return items
+
+
+def as_construction(value, key: str) -> Construction:
+    """A :class:`~lit_featinv.targets.Construction`, or one from its config (``class_path``, ``init_args``), as the
+    checks before any model loads see it."""
+    if isinstance(value, Construction):
+        return value
+    spec = value.as_dict() if hasattr(value, "as_dict") else dict(value)  # a jsonargparse Namespace or a dict
+    cls = import_object(spec.get("class_path", ""), "lit_featinv")
+    if not (isinstance(cls, type) and issubclass(cls, Construction)):
+        raise ConfigError(key, f"{spec.get('class_path')!r} is not a lit_featinv.targets.Construction")
+    return cls(**(spec.get("init_args") or {}))
+
+
 def load_item(item: dict) -> dict:
-    """A target with its image read; an image that cannot be decoded now gets ``error`` instead (it is skipped)."""
-    if item["feature"] is not None or item.get("text") is not None:
-        return {**item, "image": None}
+    """A target with its image (a construction's: its parts' images) read; an image that cannot be decoded now gets
+    ``error`` instead (the target is skipped)."""
     try:
+        if item.get("construction") is not None:
+            return {**item, "image": None, "parts": [{**p, "image": None if p["feature"] is not None
+                                                      else load_image(p["source"])} for p in item["parts"]]}
+        if item["feature"] is not None or item.get("text") is not None:
+            return {**item, "image": None}
         return {**item, "image": load_image(item["source"])}
     except Exception as err:  # PIL raises many kinds for truncated and corrupt files
         return {**item, "image": None, "error": f"{type(err).__name__}: {err}"}
@@ -127,7 +197,8 @@ def as_is(batch: dict) -> dict:
 
 def collate(items: list[dict]) -> dict:
     """Lists per key: images may differ in size and some targets have no image."""
-    return {key: [item.get(key) for item in items] for key in ("id", "source", "image", "feature", "text", "error")}
+    keys = ("id", "source", "image", "feature", "text", "error", "construction", "index", "parts")
+    return {key: [item.get(key) for item in items] for key in keys}
 
 
 class TargetData(LightningDataModule):
@@ -138,6 +209,9 @@ class TargetData(LightningDataModule):
         features: ``.pt``/``.npy`` file or folder with features [D] or [N, D] that no image has.
         prompts: texts whose embedding (the extractor's ``encode_text``, e.g. CLIP's) is the target: a list or a
             ``.txt`` file with one prompt per line; ids ``prompt_00000``, ...
+        constructed: targets built from other targets' features (:mod:`lit_featinv.targets`):
+            :class:`~lit_featinv.targets.Interpolation`, :class:`~lit_featinv.targets.Arithmetic`,
+            :class:`~lit_featinv.targets.FolderMean`, :class:`~lit_featinv.targets.Direction`; after the others.
         batch_size: targets per batch (each gives ``model.samples_per_target`` generations). Batches are fixed by it
             (consecutive targets in id order), so a generation's pixels do not depend on the device count or on
             resuming; another batch size changes them slightly (float rounding).
@@ -148,41 +222,47 @@ class TargetData(LightningDataModule):
     """
 
     def __init__(self, images: str | None = None, features: str | None = None,
-                 prompts: list[str] | str | None = None, batch_size: int = 8, num_workers: int = 0,
-                 limit: int | None = None):
+                 prompts: list[str] | str | None = None, constructed: list[Construction] | None = None,
+                 batch_size: int = 8, num_workers: int = 0, limit: int | None = None):
         super().__init__()
         self.allow_zero_length_dataloader_with_multiple_devices = True  # fewer batches than ranks is fine
-        if images is None and features is None and prompts is None:
-            raise ConfigError("data", "give data.images (an image folder), data.features (feature files) and/or "
-                                      "data.prompts (texts)")
+        if images is None and features is None and prompts is None and not constructed:
+            raise ConfigError("data", "give data.images (an image folder), data.features (feature files), "
+                                      "data.prompts (texts) and/or data.constructed (targets built from features)")
+        for n, construction in enumerate(constructed or []):
+            construction.items(f"data.constructed[{n}]")  # its arguments (files are read in setup)
         if batch_size < 1:
             raise ConfigError("data.batch_size", f"{batch_size} is not a number of targets (>= 1)")
         if limit is not None and limit < 1:
             raise ConfigError("data.limit", f"{limit} is not a number of targets (>= 1, or null for all)")
-        self.images, self.features, self.prompts = images, features, prompts
+        self.images, self.features, self.prompts, self.constructed = images, features, prompts, constructed or []
         self.batch_size, self.num_workers, self.limit = batch_size, num_workers, limit
         self.items: list[dict] | None = None
         self.finished: set[str] = set()
 
     @staticmethod
-    def check_sources(images=None, features=None, prompts=None, **unused) -> None:
-        """Before any model loads: the sources exist and the feature files are well formed (images are read later)."""
+    def check_sources(images=None, features=None, prompts=None, constructed=None, **unused) -> None:
+        """Before any model loads: the sources exist and the feature files are well formed (images are read later);
+        constructions: their arguments, files and the sizes of their feature files."""
         if images is not None:
             _require(Path(images), "data.images")
         if features is not None:
             feature_items(features)
         if prompts is not None:
             prompt_items(prompts)
+        constructed_items(constructed or [])
 
     def setup(self, stage: str | None = None) -> None:
         if self.items is not None:
             return
         items = (image_items(self.images) if self.images else []) + (feature_items(self.features) if self.features else [])
         items += prompt_items(self.prompts) if self.prompts is not None else []
+        items += constructed_items(self.constructed)
         counts = Counter(item["id"] for item in items)
         if len(counts) != len(items):
             dup = sorted(i for i, n in counts.items() if n > 1)[:5]
-            raise ConfigError("data", f"sample ids must be unique, but {dup} occur more than once")
+            hint = " (give constructions a name)" if self.constructed else ""
+            raise ConfigError("data", f"sample ids must be unique, but {dup} occur more than once{hint}")
         self.items = items[: self.limit] if self.limit else items
 
     def skip(self, finished: set[str]) -> None:

@@ -18,24 +18,8 @@ from .guidance import Guidance, UNetGradient
 from .images import to_uint8
 from .losses import FeatureLoss, SquaredL2, match_metrics
 from .loop import Iteration, reverse_loop
+from .records import BestImage, Trajectory
 from .sampling import check_timesteps, fork, generators, sample_seed
-
-
-class BestImage:
-    """Per sample, the image (uint8, as it will be saved) with the smallest loss seen so far and its step; ties keep
-    the earlier image, as the authors' code does. ``rows``: which samples of the batch the update is for."""
-
-    def __init__(self):
-        self.image = self.loss = self.step = None
-
-    def update(self, image: torch.Tensor, loss: torch.Tensor, step: int, rows: torch.Tensor) -> None:
-        if self.image is None:
-            self.image, self.loss, self.step = image, loss, torch.full(loss.shape, step, device=loss.device)
-            return
-        better = loss < self.loss[rows]
-        self.image[rows] = torch.where(better.view(-1, *[1] * (image.ndim - 1)), image, self.image[rows])
-        self.loss[rows] = torch.where(better, loss, self.loss[rows])
-        self.step[rows] = torch.where(better, torch.full_like(self.step[rows], step), self.step[rows])
 
 
 class FeatureInversion(LightningModule):
@@ -60,7 +44,8 @@ class FeatureInversion(LightningModule):
             beside the estimate before guidance (the authors' choice; one more decode and network forward per
             iteration).
         stop_cosine: a generation whose estimate (as saved) reaches this cosine to its target stops there: that
-            estimate is its final image, and it leaves the batch (null: every generation runs every step).
+            estimate is its final image, and it leaves the batch (null: every generation runs every step). For
+            matching losses: a maximisation objective (:class:`~lit_featinv.losses.Activation`) has no cosine to reach.
         progress: show a progress bar over the steps of each batch.
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
@@ -123,27 +108,27 @@ class FeatureInversion(LightningModule):
         saved = to_uint8(images)
         with torch.autocast(saved.device.type, enabled=False):
             features = self.extractor.measure(saved.float() / 255)
-            return saved, self.loss(features, target.float()), features
+            return saved, self.loss.image_loss(features, target.float()), features
 
     def track_best(self, best: BestImage, candidates: list[torch.Tensor], target: torch.Tensor, step: int,
-                   rows: torch.Tensor) -> torch.Tensor:
+                   rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score candidate images [B, ...] (earliest first) as saved in one extractor call and keep each sample's
-        best; returns the first candidate's cosine to the target."""
+        best; returns the first candidate's loss and cosine to the target."""
         saved, loss, features = self.score(torch.cat(candidates), target.repeat(len(candidates), 1))
         for image, value in zip(saved.chunk(len(candidates)), loss.chunk(len(candidates))):
             best.update(image, value, step, rows)
-        return torch.nn.functional.cosine_similarity(features[: len(target)], target.float(), dim=1)
+        return loss[: len(target)], torch.nn.functional.cosine_similarity(features[: len(target)], target.float(), dim=1)
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
         their bookkeeping (per sample: best step, UNet evaluations and backward passes, step it failed or stopped at,
-        -1: never)."""
+        -1: never; its trajectory, :class:`~lit_featinv.records.Trajectory`)."""
         gens = generators(seeds)
         scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         shape = (len(seeds), *self.backbone.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
-        best, final = BestImage(), [None] * len(seeds)
+        best, final, trajectory = BestImage(), [None] * len(seeds), Trajectory(len(seeds))
         nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
 
@@ -156,7 +141,8 @@ class FeatureInversion(LightningModule):
             if self.best_from_guided and it.w != 0:
                 with torch.no_grad():
                     candidates.append(self.to_image(it.guided_x0))
-            cosine = self.track_best(best, candidates, target[it.rows], it.step, it.rows)
+            loss, cosine = self.track_best(best, candidates, target[it.rows], it.step, it.rows)
+            trajectory.add(it.step, it.k, it.rows, loss, cosine)
             nfe[it.rows.cpu()] += 1
             backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
             if self.stop_cosine is None:
@@ -175,12 +161,13 @@ class FeatureInversion(LightningModule):
         if len(rows):
             with torch.no_grad():
                 image = self.to_image(sample)
-            self.track_best(best, [image], target[rows], len(scheduler.timesteps), rows)
+            loss, cosine = self.track_best(best, [image], target[rows], len(scheduler.timesteps), rows)
+            trajectory.add(len(scheduler.timesteps), 0, rows, loss, cosine)
             for r, img in zip(rows.tolist(), image):
                 final[r] = img
         return {"image": torch.stack(final), "best_image": best.image, "best_step": best.step, "nfe": nfe,
-                "unet_backward": backward,
-                "failed_step": failed, "stop_step": stopped}
+                "unet_backward": backward, "failed_step": failed, "stop_step": stopped,
+                "trajectory": trajectory.per_sample()}
 
     @staticmethod
     def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
@@ -229,35 +216,64 @@ class FeatureInversion(LightningModule):
                 metrics["stop_step"] = int(out["stop_step"][r])
             target_image = batch["image"][n]
             records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": metrics,
+                                     "trajectory": out["trajectory"][r],
                                      "target_image": None if target_image is None else to_uint8(target_image[None])[0]})
         return records
 
     @torch.no_grad()
     def metrics(self, saved: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Match of uint8 images (as saved) to their targets, in float32 under any precision."""
+        """Match of uint8 images (as saved) to their targets and their loss (``model.loss``), in float32 under any
+        precision."""
         with torch.autocast(saved.device.type, enabled=False):
-            return match_metrics(self.extractor.measure(saved.float() / 255), target.float())
+            features = self.extractor.measure(saved.float() / 255)
+            return match_metrics(features, target.float()) | {"loss": self.loss.image_loss(features, target.float())}
 
     # ---- targets ------------------------------------------------------------------------------
     @torch.no_grad()
     def targets(self, batch: dict) -> torch.Tensor:
-        """Target features [N, D]: a feature file's as given, the extractor's feature of a target image or of a text."""
-        texts = batch.get("text") or [None] * len(batch["id"])
+        """Target features [N, D]: a feature file's as given, the extractor's feature of a target image or of a text,
+        or a construction's vector from its parts' features (:meth:`constructed_target`)."""
+        none = [None] * len(batch["id"])
+        texts = batch.get("text") or none
         encoded = iter(self.encode_text([text for text in texts if text is not None]))
         rows = []
-        for image, feature, source, text in zip(batch["image"], batch["feature"], batch["source"], texts):
+        for image, feature, source, text, construction, parts, index in zip(
+                batch["image"], batch["feature"], batch["source"], texts, batch.get("construction") or none,
+                batch.get("parts") or none, batch.get("index") or none):
             if text is not None:
                 f = next(encoded)
+            elif construction is not None:
+                f = self.constructed_target(construction, parts, index)
             elif feature is None:
                 f = self.extractor.measure(image[None].to(self.device))[0]
             else:
                 f = feature.to(self.device).float()
-            if image is None and text is None:
                 self.check_feature_size(f, source)
             if not torch.isfinite(f).all():
                 raise ConfigError("data", f"{source}: target feature contains NaN or Inf")
             rows.append(f)
         return torch.stack(rows)
+
+    def constructed_target(self, construction, parts: list[dict], index: int, chunk: int = 32) -> torch.Tensor:
+        """``construction.build`` of its parts' features: an image part's is the extractor's feature, as an image
+        target's (images of one size together, ``chunk`` at a time), a feature file's as given (its size checked)."""
+        features = [None if p["image"] is not None else p["feature"].to(self.device).float() for p in parts]
+        by_size = {}
+        for k, p in enumerate(parts):
+            if p["image"] is not None:
+                by_size.setdefault(tuple(p["image"].shape), []).append(k)
+        for ks in by_size.values():
+            for i in range(0, len(ks), chunk):
+                images = torch.stack([parts[k]["image"] for k in ks[i: i + chunk]]).to(self.device)
+                for k, f in zip(ks[i: i + chunk], self.extractor.measure(images)):
+                    features[k] = f
+        size = self.feature_dim or features[0].numel()
+        for p, f in zip(parts, features):
+            if f.numel() != size:
+                given = (f"the extractor (model.extractor) gives {size}" if self.feature_dim else
+                         f"{parts[0]['source']} has {size}")
+                raise ConfigError(p["key"], f"{p['source']}: feature has {f.numel()} values, but {given}")
+        return construction.build(features, index)
 
     def check_feature_size(self, feature: torch.Tensor, source: str) -> None:
         """A feature-file target has as many values as the extractor's feature (once that is known)."""

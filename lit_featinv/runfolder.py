@@ -14,8 +14,8 @@ import yaml
 
 from .errors import ConfigError
 
-CONFIG, LOCK, METRICS = "config.yaml", ".lock", "metrics.jsonl"
-OUTPUTS = ("images", "best", "grids", METRICS, CONFIG)
+CONFIG, LOCK, METRICS, TRAJECTORIES = "config.yaml", ".lock", "metrics.jsonl", "trajectories.jsonl"
+OUTPUTS = ("images", "best", "grids", METRICS, TRAJECTORIES, CONFIG)
 TEMPORARY = ".tmp-"
 # config keys that do not change what a run writes: a rerun may change them and still resume
 FREE_KEYS = ("trainer.", "writer.", "config", "model.init_args.progress", "data.init_args.num_workers",
@@ -66,7 +66,7 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike, key: str = "writer.output_dir"):
         self.path, self.key = Path(path), key
-        self.metrics = self.path / METRICS
+        self.metrics, self.trajectories = self.path / METRICS, self.path / TRAJECTORIES
         self.locked = False
 
     # ---- start -------------------------------------------------------------------------------
@@ -140,16 +140,16 @@ class RunFolder:
                 target.unlink(missing_ok=True)
 
     def clean(self) -> None:
-        """Remove temporary files of a killed run and a metrics line it left half-written."""
+        """Remove temporary files of a killed run and a metrics or trajectory line it left half-written."""
         leftovers = list(self.path.glob(f"{TEMPORARY}*"))
         for name in ("images", "best", "grids"):  # ids with '/' write into subfolders
             leftovers += (self.path / name).rglob(f"{TEMPORARY}*") if (self.path / name).is_dir() else []
         for tmp in leftovers:
             tmp.unlink(missing_ok=True)
-        if self.metrics.exists():
-            data = self.metrics.read_bytes()
+        for lines in (self.metrics, self.trajectories):
+            data = lines.read_bytes() if lines.exists() else b""
             if data and not data.endswith(b"\n"):
-                with open(self.metrics, "r+b") as f:
+                with open(lines, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
 
     def check_config(self, config: dict) -> None:

@@ -11,14 +11,16 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .images import grid, save_png
+from .records import TRAJECTORY_FORMAT
 from .runfolder import RunFolder
 from .stopping import STOP
 
 
 class InversionWriter(BasePredictionWriter):
-    """Per generated image: ``images/ID_J.png``, ``best/ID_J.png``, one line of ``metrics.jsonl``; per target:
-    ``grids/ID.png`` (target | generations). Files are named by sample id and written atomically; a batch's metrics
-    lines are written after its images, so a line means its generation is complete.
+    """Per generated image: ``images/ID_J.png``, ``best/ID_J.png``, one line of ``metrics.jsonl`` and one of
+    ``trajectories.jsonl`` (loss and cosine at every guided iteration); per target: ``grids/ID.png`` (target |
+    generations). Files are named by sample id and written atomically; a batch's metrics lines are written after its
+    images and trajectories, so a metrics line means its generation is complete.
 
     The folder is one run (:class:`~lit_featinv.runfolder.RunFolder`): generations with a metrics line are not
     generated again, so rerunning the same config resumes a stopped run. SIGTERM and SIGINT stop the run between
@@ -66,7 +68,7 @@ class InversionWriter(BasePredictionWriter):
         STOP.restore()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        lines, by_target, unreadable = [], {}, []
+        lines, trajectories, by_target, unreadable = [], [], {}, []
         for rec in prediction:
             if rec["status"] == "unreadable":
                 unreadable.append(f"{rec['source']} ({rec['error']})")
@@ -81,6 +83,8 @@ class InversionWriter(BasePredictionWriter):
                 save_png(rec["best_image"], os.path.join(self.dir, line["best_image"]))
                 by_target.setdefault(rec["id"], [rec["target_image"]] if rec["target_image"] is not None else [])
                 by_target[rec["id"]].append(rec["image"])
+                trajectories.append({"format": TRAJECTORY_FORMAT, "id": rec["id"], "sample": rec["sample"]}
+                                    | rec["trajectory"])
             else:
                 line["failed_step"] = rec["failed_step"]
             line["target_source"] = rec["source"]
@@ -89,8 +93,9 @@ class InversionWriter(BasePredictionWriter):
             lines.append(line | rec["metrics"])
         for sample_id, tiles in by_target.items():
             save_png(grid(tiles), os.path.join(self.dir, "grids", f"{sample_id}.png"))
-        with open(self.folder.metrics, "a") as f:  # one write per batch: whole lines, also with several ranks
-            f.write("".join(json.dumps(line) + "\n" for line in lines))
+        for path, rows in ((self.folder.trajectories, trajectories), (self.folder.metrics, lines)):
+            with open(path, "a") as f:  # one write per batch: whole lines, also with several ranks
+                f.write("".join(json.dumps(row) + "\n" for row in rows))
         self.done.update({(line["id"], line["sample"]): line for line in lines})
         if unreadable:
             warnings.warn(f"data.images: skipped {len(unreadable)} image(s) that could not be decoded: "
@@ -120,6 +125,9 @@ class InversionWriter(BasePredictionWriter):
             cos = torch.tensor([r["cosine"] for r in ok])
             text += (f"\nlit_featinv: metrics in {os.path.abspath(self.folder.metrics)}; cosine to target: "
                      f"mean {cos.mean():.4f}, worst {cos.min():.4f}")
+            losses = [r["loss"] for r in ok if "loss" in r]
+            if losses:  # the objective (model.loss): for a maximisation, what the cosine is not
+                text += f"; loss: mean {sum(losses) / len(losses):.4g}"
         if failed:
             text += (f"\nlit_featinv: {len(failed)} generation(s) became NaN/Inf and were not written (status "
                      f"'nonfinite' in metrics.jsonl): " + ", ".join(f"{r['id']}_{r['sample']}" for r in failed[:10]))

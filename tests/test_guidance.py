@@ -83,9 +83,9 @@ class Recording(FeatureInversion):
     """Keeps, per iteration, the rows in the batch, their cosine and the estimate offered (as saved)."""
 
     def track_best(self, best, candidates, target, step, rows):
-        cosine = super().track_best(best, candidates, target, step, rows)
+        loss, cosine = super().track_best(best, candidates, target, step, rows)
         self.seen = getattr(self, "seen", []) + [(rows.tolist(), cosine.tolist(), to_uint8(candidates[0]))]
-        return cosine
+        return loss, cosine
 
 
 def test_stopped_samples_leave_the_batch_with_the_estimate_that_reached_the_cosine(pixel_prior, timm_dir):

@@ -9,7 +9,7 @@ from lit_featinv.errors import ConfigError
 from lit_featinv import (CleanEstimateGradient, CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior,
                          TargetData, TimmExtractor, UNetGradient)
 from lit_featinv.images import to_uint8
-from lit_featinv.module import BestImage
+from lit_featinv.records import BestImage
 from lit_featinv.sampling import sample_seed
 
 

@@ -61,14 +61,17 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 
 
 def snapshot(out: Path) -> dict:
-    """Every output file's bytes, and each metrics line without its timing."""
+    """Every output file's bytes, each metrics line without its timing, and each generation's (last) trajectory
+    line (lines are in the order ranks and resumes wrote them)."""
     files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
-             if p.is_file() and p.name not in ("metrics.jsonl", ".lock", "config.yaml")}
+             if p.is_file() and p.name not in ("metrics.jsonl", "trajectories.jsonl", ".lock", "config.yaml")}
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["trainer"].pop("default_root_dir") == str(out)  # differs between folders
     config["writer"].pop("overwrite")  # how it was started
     rows = sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in lines(out))
-    return {"files": files, "rows": rows, "config": config}
+    trajectories = {(r["id"], r["sample"]): r for r in map(json.loads, (out / "trajectories.jsonl").read_text().splitlines())}
+    trajectories = sorted(json.dumps(r, sort_keys=True) for r in trajectories.values())
+    return {"files": files, "rows": rows, "trajectories": trajectories, "config": config}
 
 
 def assert_shown_in_readme(message: str, out: Path) -> None:
@@ -80,7 +83,7 @@ def assert_same(run: dict, expected: dict, config: bool = True) -> None:
     """The same files with the same bytes, the same metrics lines and (``config``) config.yaml; names what differs."""
     assert sorted(run["files"]) == sorted(expected["files"])
     assert [name for name in expected["files"] if run["files"][name] != expected["files"][name]] == []
-    assert run["rows"] == expected["rows"]
+    assert run["rows"] == expected["rows"] and run["trajectories"] == expected["trajectories"]
     assert run["config"] == expected["config"] or not config
 
 
