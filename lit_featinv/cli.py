@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
+import warnings
 
 import torch
 import yaml
@@ -129,10 +131,6 @@ def config_error(err: BaseException) -> ConfigError | None:
 def main(args=None) -> None:
     """Console entry point: config errors end in one line naming the key; a stop signal in one line saying what is
     done (exit 128 + signal number); a run with failed generations exits 1; other errors keep their traceback."""
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["report"]:  # lit-featinv report RUN_DIR ...: not a LightningCLI job
-        from .report import main as report
-        return report(argv[1:])
     try:
         cli = run(args)
     except argparse.ArgumentError as err:  # a key or class the config parser cannot take
@@ -177,8 +175,32 @@ def nested_nulls(args: list[str]) -> list[str]:
     return out
 
 
+# third-party lines that say nothing about this job (LIT_FEATINV_VERBOSE=1 keeps them)
+NOISE = ("litlogger",  # Lightning's tip to install its cloud logger
+         "`isinstance(treespec, LeafSpec)` is deprecated",  # Lightning 2.6 on torch 2.10+, at every batch
+         "LightningCLI's args parameter is intended")  # run(args) from a notebook, whose argv is the kernel's
+
+
+class Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in NOISE)
+
+
+def quiet() -> None:
+    """Drop :data:`NOISE` from Lightning's log and from warnings, unless ``LIT_FEATINV_VERBOSE`` is set."""
+    if os.environ.get("LIT_FEATINV_VERBOSE"):
+        return
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, Quiet) for f in logger.filters):
+            logger.addFilter(Quiet())
+    for text in NOISE:
+        warnings.filterwarnings("ignore", message=".*" + re.escape(text))
+
+
 def run(args=None) -> FeatInvCLI:
     """Build the CLI and run the subcommand (``predict``)."""
+    quiet()
     if args is None:
         sys.argv[1:] = nested_nulls(sys.argv[1:])  # as typed (LightningCLI warns when given args and argv)
     else:

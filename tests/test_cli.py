@@ -9,7 +9,7 @@ import yaml
 
 from conftest import ROOT, cli_config
 from lit_featinv import TimmExtractor
-from lit_featinv.cli import main
+from lit_featinv.cli import NOISE, main
 from lit_featinv.images import load_image
 
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -82,6 +82,17 @@ def test_command_line_overrides_and_module_entry_point(tmp_path, pixel_prior, ti
     assert result.returncode == 0, result.stderr[-2000:]
     assert "metrics in" in result.stdout
     assert len((tmp_path / "w" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not [text for text in NOISE if text in result.stderr]  # third-party tips and deprecation notes: dropped
+
+
+def test_top_level_help_imports_no_torch_and_names_the_subcommands():
+    code = ("import sys; from lit_featinv.console import main; main(['--help']); "
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy imports'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "predict" in result.stdout and "report" in result.stdout
+    bare = subprocess.run([sys.executable, "-m", "lit_featinv"], capture_output=True, text=True, cwd=ROOT)
+    assert bare.returncode == 2 and "usage: lit-featinv {predict,report}" in bare.stderr
 
 
 def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir, capsys):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import ZOO
 from lit_featinv import analysis, report
-from lit_featinv.cli import main as cli_main
+from lit_featinv.console import main as cli_main
 from lit_featinv.images import load_image
 from lit_featinv.records import TRAJECTORY_FORMAT
 

@@ -1,0 +1,32 @@
+"""The ``lit-featinv`` command: its subcommands are dispatched before any heavy import (torch, Lightning, diffusers),
+so ``lit-featinv --help`` prints at once."""
+from __future__ import annotations
+
+import sys
+
+HELP = """usage: lit-featinv {predict,report} ...
+
+Generate images whose features match target features by guided diffusion, and compare the runs.
+
+subcommands:
+  predict   run a config, e.g. lit-featinv predict --config configs/quickstart.yaml
+            (lit-featinv predict --help: its options; --model.help CLASS: a class's)
+  report    runs side by side in one HTML page: lit-featinv report RUN_DIR [RUN_DIR ...] --out report.html
+            (lit-featinv report --help: its options)
+"""
+
+
+def main(args: list[str] | None = None) -> None:
+    """``lit-featinv SUBCOMMAND ...``: ``report`` (:mod:`lit_featinv.report`) or the LightningCLI job
+    (:func:`lit_featinv.cli.main`: ``predict``)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] in ([], ["-h"], ["--help"]):
+        print(HELP, end="", file=sys.stdout if argv else sys.stderr)
+        if not argv:
+            raise SystemExit(2)
+        return
+    if argv[0] == "report":
+        from .report import main as report
+        return report(argv[1:])
+    from .cli import main as job
+    return job(args)
