@@ -1,12 +1,15 @@
-"""Image files <-> tensors: reading any PNG/JPEG mode, 8-bit quantisation, atomic PNG writes, grids."""
+"""Image files <-> tensors: reading any PNG/JPEG mode, 8-bit quantisation, atomic PNG writes, labelled grids and
+viewing tiles."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+import textwrap
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 UMASK = os.umask(0o22)
 os.umask(UMASK)  # read once: the process's umask
@@ -54,14 +57,46 @@ def save_png(image: torch.Tensor, path: str) -> None:
         raise
 
 
-def grid(images: list[torch.Tensor], pad: int = 2) -> torch.Tensor:
-    """uint8 [C, H, W] images side by side (resized to the first one's height, gray if mixed channels)."""
-    height = images[0].shape[-2]
-    channels = max(img.shape[0] for img in images)
-    tiles = []
-    for img in images:
-        if img.shape[-2] != height:
-            w = max(1, round(img.shape[-1] * height / img.shape[-2]))
-            img = torch.nn.functional.interpolate(img[None].float(), size=(height, w), mode="nearest")[0].to(torch.uint8)
-        tiles += [img.expand(channels, -1, -1), torch.full((channels, height, pad), 255, dtype=torch.uint8)]
-    return torch.cat(tiles[:-1], dim=2)
+VIEW_HEIGHT = 96  # px: a grid enlarges smaller images to at least this (whole factors, nearest neighbour)
+TEXT = 14  # px: a grid's title and caption lines
+
+
+def pil(image: torch.Tensor) -> Image.Image:
+    """uint8 [C, H, W] -> a PIL image (L or RGB)."""
+    arr = image.cpu().numpy()
+    return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+
+
+def tile(image: torch.Tensor, height: int) -> Image.Image:
+    """uint8 [C, H, W] at ``height`` px: enlarged nearest neighbour (pixels stay visible) or reduced with
+    antialiasing."""
+    img = pil(image)
+    size = (max(1, round(img.width * height / img.height)), height)
+    return img.resize(size, Image.NEAREST if img.height < height else Image.LANCZOS)
+
+
+def text_tile(text: str, height: int) -> Image.Image:
+    """A grey square with ``text`` wrapped in it; when it does not fit, its end (an id's end tells it apart)."""
+    img = Image.new("RGB", (height, height), (230, 230, 230))
+    lines, room = textwrap.wrap(text, max(4, height // 7), break_on_hyphens=False), max(1, height // 12)
+    ImageDraw.Draw(img).multiline_text((4, 4), "\n".join(lines if len(lines) <= room else ["..."] + lines[1 - room:]),
+                                       fill=(80, 80, 80))
+    return img
+
+
+def grid(title: str, items: list[torch.Tensor | str], captions: list[str], pad: int = 2) -> torch.Tensor:
+    """A row of uint8 [C, H, W] images (a str: a text tile in its place) under ``title``, each over its caption, as
+    uint8 [3, H', W']; enlarged to the first image's height times the whole factor that reaches
+    :data:`VIEW_HEIGHT`."""
+    first = next((item for item in items if not isinstance(item, str)), None)
+    height = VIEW_HEIGHT if first is None else first.shape[-2] * math.ceil(VIEW_HEIGHT / first.shape[-2])
+    tiles = [text_tile(item, height) if isinstance(item, str) else tile(item, height).convert("RGB") for item in items]
+    slots = [max(t.width, height) for t in tiles]
+    out = Image.new("RGB", (sum(slots) + pad * (len(tiles) - 1), TEXT + height + TEXT), "white")
+    draw, x = ImageDraw.Draw(out), 0
+    draw.text((2, 1), title, fill="black")
+    for t, slot, text in zip(tiles, slots, captions):
+        out.paste(t, (x + (slot - t.width) // 2, TEXT))
+        draw.text((x + 2, TEXT + height + 1), text, fill="black")
+        x += slot + pad
+    return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)

@@ -9,7 +9,6 @@ import html
 import io
 import math
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from PIL import Image, ImageDraw
 from . import analysis
 from .analysis import Run
 from .errors import ConfigError
-from .images import load_image, to_uint8
+from .images import load_image, text_tile, tile as view_tile, to_uint8
 
 PREFIX = "lit-featinv report"
 TILE = 112  # px: height of an image tile (28-px images at 4x)
@@ -53,12 +52,8 @@ class Report:
 
 # ---- building ----------------------------------------------------------------------------------------------------
 def tile(image01: torch.Tensor, height: int = TILE) -> Image.Image:
-    """An image [C, H, W] in [0, 1] at ``height`` px: enlarged nearest neighbour (pixels stay visible) or reduced
-    with antialiasing."""
-    arr = to_uint8(image01[None])[0].numpy()
-    img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
-    size = (max(1, round(img.width * height / img.height)), height)
-    return img.resize(size, Image.NEAREST if img.height < height else Image.LANCZOS)
+    """An image [C, H, W] in [0, 1] at ``height`` px (:func:`lit_featinv.images.tile`)."""
+    return view_tile(to_uint8(image01[None])[0], height)
 
 
 def heat(std: torch.Tensor, vmax: float) -> torch.Tensor:
@@ -316,13 +311,7 @@ def page(report: Report) -> str:
 
 # ---- the contact sheet -------------------------------------------------------------------------------------------
 def sheet_tile(item: Tile, height: int) -> Image.Image:
-    if not isinstance(item, str):
-        return item.convert("RGB")
-    img = Image.new("RGB", (height, height), (230, 230, 230))
-    lines, room = textwrap.wrap(item, max(4, height // 7), break_on_hyphens=False), max(1, height // 12)
-    text = "\n".join(lines if len(lines) <= room else ["..."] + lines[1 - room:])  # an id's end tells it apart
-    ImageDraw.Draw(img).multiline_text((4, 4), text, fill=(80, 80, 80))
-    return img
+    return text_tile(item, height) if isinstance(item, str) else item.convert("RGB")
 
 
 def contact_sheet(report: Report) -> Image.Image:

@@ -18,8 +18,8 @@ from .stopping import STOP
 
 class InversionWriter(BasePredictionWriter):
     """Per generated image: ``images/ID_J.png``, ``best/ID_J.png``, one line of ``metrics.jsonl`` and one of
-    ``trajectories.jsonl`` (loss and cosine at every guided iteration); per target: ``grids/ID.png`` (target |
-    generations). Files are named by sample id and written atomically; a batch's metrics lines are written after its
+    ``trajectories.jsonl`` (loss and cosine at every guided iteration); per target: ``grids/ID.png`` (target, or a
+    labelled tile for a feature target | generations with their cosine, enlarged for viewing, under the id). Files are named by sample id and written atomically; a batch's metrics lines are written after its
     images and trajectories, so a metrics line means its generation is complete.
 
     The folder is one run (:class:`~lit_featinv.runfolder.RunFolder`): generations with a metrics line are not
@@ -81,8 +81,10 @@ class InversionWriter(BasePredictionWriter):
                 line |= {"image": f"images/{stem}.png", "best_image": f"best/{stem}.png"}
                 save_png(rec["image"], os.path.join(self.dir, line["image"]))
                 save_png(rec["best_image"], os.path.join(self.dir, line["best_image"]))
-                by_target.setdefault(rec["id"], [rec["target_image"]] if rec["target_image"] is not None else [])
-                by_target[rec["id"]].append(rec["image"])
+                row = by_target.setdefault(rec["id"], ([rec["target_image"]], ["target"]) if rec["target_image"] is not None
+                                           else ([f"feature target {rec['id']}"], ["target"]))
+                row[0].append(rec["image"])
+                row[1].append(f"cos {rec['metrics']['cosine']:.4f}")
                 trajectories.append({"format": TRAJECTORY_FORMAT, "id": rec["id"], "sample": rec["sample"]}
                                     | rec["trajectory"])
             else:
@@ -91,8 +93,8 @@ class InversionWriter(BasePredictionWriter):
             if rec["target_image"] is not None:
                 line["target_image"] = os.path.abspath(rec["source"])
             lines.append(line | rec["metrics"])
-        for sample_id, tiles in by_target.items():
-            save_png(grid(tiles), os.path.join(self.dir, "grids", f"{sample_id}.png"))
+        for sample_id, (tiles, captions) in by_target.items():
+            save_png(grid(sample_id, tiles, captions), os.path.join(self.dir, "grids", f"{sample_id}.png"))
         for path, rows in ((self.folder.trajectories, trajectories), (self.folder.metrics, lines)):
             with open(path, "a") as f:  # one write per batch: whole lines, also with several ranks
                 f.write("".join(json.dumps(row) + "\n" for row in rows))

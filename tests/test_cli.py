@@ -61,8 +61,11 @@ def test_predict_writes_images_grids_and_metrics_measured_on_the_saved_png(tmp_p
         assert abs(torch.nn.functional.cosine_similarity(f, target, dim=0).item() - r["cosine"]) < 1e-5
         assert abs((f - target).pow(2).sum().item() - r["sq_l2"]) < 1e-4 * max(1.0, r["sq_l2"])
         assert (out / r["best_image"]).exists()
-    grid = load_image(out / "grids" / "img0.png")
-    assert grid.shape[-1] == 3 * 16 + 2 * 2  # target | 2 generations
+    grid = load_image(out / "grids" / "img0.png")  # title | target, 2 generations (16 px at 6x) | their cosines
+    assert grid.shape[-2:] == (14 + 96 + 14, 3 * 96 + 2 * 2)
+    target = load_image(rows[0]["target_image"])
+    tile = grid[:, 14:14 + 96, :96]
+    assert torch.equal(tile, target.repeat_interleave(6, 1).repeat_interleave(6, 2).expand_as(tile))
     assert not list(out.rglob(".tmp-*"))
 
     # a second run of the same config resumes it: everything is done, nothing is generated or written again
@@ -211,3 +214,16 @@ def test_what_the_config_parser_refuses_is_one_line(args, message):
     with pytest.raises(SystemExit) as stop:
         main(["predict", "--config", str(ROOT / "configs" / "quickstart.yaml"), *args])
     assert str(stop.value) == f"lit-featinv: error: {message}"
+
+
+def test_a_feature_target_gets_a_labelled_tile_in_its_grid(tmp_path, pixel_prior, timm_dir, image_dir):
+    ext = TimmExtractor(f"local-dir:{timm_dir}")
+    torch.save(ext.measure(load_image(next(image_dir.iterdir()))[None])[0], tmp_path / "f.pt")
+    cfg = cli_config(pixel_prior, timm_dir, image_dir)
+    cfg["data"]["init_args"] = {"features": str(tmp_path / "f.pt")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    main(["predict", "--config", str(tmp_path / "run.yaml"), "--trainer.default_root_dir", str(tmp_path / "out")])
+    grid = load_image(tmp_path / "out" / "grids" / "f.png")
+    assert grid.shape[-2:] == (14 + 96 + 14, 3 * 96 + 2 * 2)
+    placeholder = grid[:, 14:14 + 96, :96]
+    assert (placeholder == 230 / 255).float().mean() > 0.8 and (placeholder < 0.5).any()  # grey, with its text
