@@ -177,6 +177,13 @@ def load_item(item: dict) -> dict:
         return {**item, "image": None, "error": f"{type(err).__name__}: {err}"}
 
 
+def source_of(item: dict) -> str:
+    """Which ``data`` key a target comes from."""
+    if item.get("construction") is not None:
+        return "constructed"
+    return "prompts" if item.get("text") is not None else "features" if item["feature"] is not None else "images"
+
+
 class TargetBatches(Dataset):
     """Batches of targets, each one element (the DataLoader does not batch again)."""
 
@@ -215,7 +222,8 @@ class TargetData(LightningDataModule):
         batch_size: targets per batch (each gives ``model.samples_per_target`` generations). Batches are fixed by it
             (consecutive targets in id order), so a generation's pixels do not depend on the device count or on
             resuming; another batch size changes them slightly (float rounding).
-        limit: use only the first ``limit`` targets (sorted by id).
+        limit: use only the first ``limit`` targets: images (sorted by id), then feature files, prompts and
+            constructed targets; with several sources given, a warning says what it left out.
 
     Under several processes (DDP), batch ``k`` goes to global rank ``k % world_size``: each target is generated
     by exactly one rank; finished targets (:meth:`skip`) are left out.
@@ -264,6 +272,12 @@ class TargetData(LightningDataModule):
             hint = " (give constructions a name)" if self.constructed else ""
             raise ConfigError("data", f"sample ids must be unique, but {dup} occur more than once{hint}")
         self.items = items[: self.limit] if self.limit else items
+        sources = [kind for kind, given in (("images", self.images), ("features", self.features),
+                                            ("prompts", self.prompts), ("constructed", self.constructed)) if given]
+        left = Counter(source_of(item) for item in items[len(self.items):])
+        if left and len(sources) > 1:  # the order of the sources decides what is left out: say it
+            warnings.warn(f"data.limit: the first {self.limit} of {len(items)} targets are used (in the order "
+                          f"{', '.join(sources)}); left out: " + ", ".join(f"{n} {k}" for k, n in left.items()))
 
     def skip(self, finished: set[str]) -> None:
         """Leave out the batches all of whose targets are finished (a resumed run)."""

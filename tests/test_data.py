@@ -1,3 +1,4 @@
+import warnings
 import numpy as np
 import pytest
 import torch
@@ -73,3 +74,18 @@ def test_limit_and_duplicate_ids(tmp_path):
     np.save(tmp_path / "a.npy", np.ones(3, np.float32))
     with pytest.raises(ConfigError, match="^data: sample ids must be unique"):
         TargetData(images=str(tmp_path), features=str(tmp_path / "a.npy")).setup()
+
+
+def test_limit_over_several_sources_says_what_it_left_out(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("L", (4, 4)).save(tmp_path / "images" / name)
+    np.save(tmp_path / "f.npy", np.ones((2, 3), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TargetData(images=str(tmp_path / "images"), limit=1).setup()  # one source: its first targets, nothing said
+    with pytest.warns(UserWarning, match=r"^data.limit: the first 2 of 5 targets are used \(in the order images, "
+                                         r"features, prompts\); left out: 2 features, 1 prompts$"):
+        data = TargetData(images=str(tmp_path / "images"), features=str(tmp_path / "f.npy"), prompts=["x"], limit=2)
+        data.setup()
+    assert [item["id"] for item in data.items] == ["a", "b"]
