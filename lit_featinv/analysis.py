@@ -204,13 +204,13 @@ def mean(values: list[float]) -> float:
 
 
 def run_stats(lines: list[dict]) -> dict:
-    """Count of generations (written, failed) and the mean / worst cosine, mean rel. L2 and seconds over the written."""
+    """Count of generations (written, failed) and the mean / worst cosine, mean rel. L2, loss and seconds over the
+    written (nan where no line has the key)."""
     done = [line for line in lines if ok(line)]
     cosines = [line["cosine"] for line in done if "cosine" in line]
+    means = {f"mean_{key}": mean([line[key] for line in done if key in line]) for key in ("rel_l2", "loss", "seconds")}
     return {"generations": len(done), "failed": len(lines) - len(done), "mean_cosine": mean(cosines),
-            "worst_cosine": min(cosines, default=math.nan),
-            "mean_rel_l2": mean([line["rel_l2"] for line in done if "rel_l2" in line]),
-            "mean_seconds": mean([line["seconds"] for line in done if "seconds" in line])}
+            "worst_cosine": min(cosines, default=math.nan), **means}
 
 
 def best_iteration(trajectory: dict, best_step: int | None) -> int | None:

@@ -3,6 +3,7 @@ folder that a rerun of the same config resumes."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections import Counter
@@ -10,6 +11,7 @@ from collections import Counter
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .analysis import ok, run_stats
 from .images import grid, save_png
 from .records import TRAJECTORY_FORMAT
 from .runfolder import RunFolder
@@ -120,19 +122,17 @@ class InversionWriter(BasePredictionWriter):
 
     def summarise(self, unreadable: list[str]) -> dict:
         rows = list(self.folder.done().values())
-        ok = [r for r in rows if r.get("status", "ok") == "ok"]
-        failed = [r for r in rows if r.get("status", "ok") != "ok"]
-        text = f"lit_featinv: {len(ok)} images in {os.path.abspath(self.dir)}/images (best: best/, grids: grids/)"
-        if ok:
-            cos = torch.tensor([r["cosine"] for r in ok])
+        failed, stats = [r for r in rows if not ok(r)], run_stats(rows)
+        text = (f"lit_featinv: {stats['generations']} images in {os.path.abspath(self.dir)}/images (best: best/, "
+                f"grids: grids/)")
+        if stats["generations"]:
             text += (f"\nlit_featinv: metrics in {os.path.abspath(self.folder.metrics)}; cosine to target: "
-                     f"mean {cos.mean():.4f}, worst {cos.min():.4f}")
-            losses = [r["loss"] for r in ok if "loss" in r]
-            if losses:  # the objective (model.loss): for a maximisation, what the cosine is not
-                text += f"; loss: mean {sum(losses) / len(losses):.4g}"
+                     f"mean {stats['mean_cosine']:.4f}, worst {stats['worst_cosine']:.4f}")
+            if not math.isnan(stats["mean_loss"]):  # the objective (model.loss): what a maximisation is about
+                text += f"; loss: mean {stats['mean_loss']:.4g}"
         if failed:
             text += (f"\nlit_featinv: {len(failed)} generation(s) became NaN/Inf and were not written (status "
                      f"'nonfinite' in metrics.jsonl): " + ", ".join(f"{r['id']}_{r['sample']}" for r in failed[:10]))
         if unreadable:
             text += f"\nlit_featinv: {len(unreadable)} target image(s) could not be decoded: " + ", ".join(unreadable)
-        return {"ok": len(ok), "failed": len(failed), "unreadable": unreadable, "text": text}
+        return {"ok": stats["generations"], "failed": len(failed), "unreadable": unreadable, "text": text}
