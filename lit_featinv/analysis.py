@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import presets
 from .errors import ConfigError
 from .images import load_image
 from .records import TRAJECTORY_FORMAT
@@ -161,7 +162,7 @@ def load_extractor(path: str) -> tuple[str, torch.nn.Module]:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(FeatureExtractor, "extractor")
     try:
-        spec = yaml.safe_load(Path(path).read_text())
+        spec = presets.load(path, "report.extractor")  # its paths relative to the file
         if isinstance(spec, dict) and "model" in spec:  # a run config: its extractor
             spec = ((spec["model"] or {}).get("init_args") or {}).get("extractor")
         spec = parser.parse_object({"extractor": spec}).extractor.as_dict()

@@ -8,15 +8,19 @@ import os
 import re
 import sys
 import warnings
+from functools import partial
+from typing import Union
 
 import torch
 import yaml
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from . import presets, threads
 from .backbones import DiffusionPrior, load_scheduler
 from .data import TargetData
 from .errors import ConfigError
+from .helptext import short_help
 from .loading import import_object
 from .module import FeatureInversion
 from .runfolder import RunFolder, first_process
@@ -41,6 +45,20 @@ class FeatInvCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(InversionWriter, "writer")
+        parser.add_argument("--threads", type=Union[int, str], default="auto",
+                            help="CPU threads of torch: auto (the cores no other process keeps busy; "
+                                 "OMP_NUM_THREADS when set) or a number; a resumed run keeps its count")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """``predict --help``: the job's options first (:func:`lit_featinv.helptext.short_help`); ``--help-all``:
+        LightningCLI's whole help."""
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, list) and "--help-all" in argv:
+            args = ["--help" if arg == "--help-all" else arg for arg in argv]
+        elif "predict" in self._subcommand_parsers:
+            predict = self._subcommand_parsers["predict"]
+            predict.format_help = partial(short_help, predict, parser.description)
+        super().parse_arguments(parser, args)
 
     latest: "FeatInvCLI | None" = None  # the CLI of this process, for main()'s last line
 
@@ -52,7 +70,11 @@ class FeatInvCLI(LightningCLI):
         check_before_loading(config)
         writer = config.get("writer") or {}
         self.run_folder = RunFolder(writer.get("output_dir") or config.trainer.get("default_root_dir") or os.getcwd())
+        recorded = None if writer.get("overwrite") else self.run_folder.saved_config().get("threads")
+        config.threads, why = threads.choose(config.get("threads"), recorded if isinstance(recorded, int) else None)
+        os.environ["OMP_NUM_THREADS"] = str(config.threads)  # DDP ranks and loader workers: the same count
         if first_process():
+            print(f"lit_featinv: {config.threads} CPU thread(s) ({why})", file=sys.stderr)
             self.config_text = self._parser(self.subcommand).dump(config, skip_none=False)
             self.run_folder.open(yaml.safe_load(self.config_text), overwrite=bool(writer.get("overwrite")))
 
@@ -201,17 +223,17 @@ def quiet() -> None:
 def run(args=None) -> FeatInvCLI:
     """Build the CLI and run the subcommand (``predict``)."""
     quiet()
-    if args is None:
-        sys.argv[1:] = nested_nulls(sys.argv[1:])  # as typed (LightningCLI warns when given args and argv)
+    if args is None:  # as typed (LightningCLI warns when given args and argv)
+        sys.argv[1:] = nested_nulls(presets.config_args(sys.argv[1:]))
     else:
-        args = nested_nulls(list(args))
+        args = nested_nulls(presets.config_args(list(args)))
     return FeatInvCLI(FeatureInversion, TargetData, subclass_mode_model=True, subclass_mode_data=True,
                       auto_configure_optimizers=False, trainer_defaults=TRAINER_DEFAULTS, seed_everything_default=0,
                       save_config_callback=None, args=args,  # the run folder keeps the config (runfolder.py)
                       parser_kwargs={"exit_on_error": False,  # main() prints a parse error as one line
                                      "description": "Generate images whose features match target features "
                                                     "(guided diffusion). Example: lit-featinv predict --config "
-                                                    "configs/quickstart.yaml"})
+                                                    "quickstart (a preset: lit-featinv presets; or a YAML file)"})
 
 
 if __name__ == "__main__":

@@ -2,17 +2,20 @@
 so ``lit-featinv --help`` prints at once."""
 from __future__ import annotations
 
+import os
 import sys
 
-HELP = """usage: lit-featinv {predict,report} ...
+HELP = """usage: lit-featinv {predict,report,presets} ...
 
 Generate images whose features match target features by guided diffusion, and compare the runs.
 
 subcommands:
-  predict   run a config, e.g. lit-featinv predict --config configs/quickstart.yaml
-            (lit-featinv predict --help: its options; --model.help CLASS: a class's)
+  predict   run a config file or a preset, e.g. lit-featinv predict --config quickstart
+            (lit-featinv predict --help: its main options; --help-all: all of them;
+             --model.help CLASS: a class's)
   report    runs side by side in one HTML page: lit-featinv report RUN_DIR [RUN_DIR ...] --out report.html
             (lit-featinv report --help: its options)
+  presets   the shipped configs, by name, with what each does
 """
 
 
@@ -25,6 +28,11 @@ def main(args: list[str] | None = None) -> None:
         if not argv:
             raise SystemExit(2)
         return
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a class_path in the current folder, as `python -m lit_featinv` finds it
+    if argv[0] == "presets":
+        from .presets import main as presets
+        return presets(argv[1:])
     if argv[0] == "report":
         from .report import main as report
         return report(argv[1:])

@@ -23,13 +23,18 @@ def load_image(path: str) -> torch.Tensor:
     """
     with Image.open(path) as img:
         img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            arr = np.asarray(img, dtype=np.float64) / 65535.0
-        elif img.mode == "F":
-            arr = np.asarray(img, dtype=np.float64)
-        else:
-            img = img.convert("L" if img.mode in ("1", "L", "LA", "La") else "RGB")
-            arr = np.asarray(img, dtype=np.float64) / 255.0
+        return from_pil(img)
+
+
+def from_pil(img: Image.Image) -> torch.Tensor:
+    """A PIL image -> float tensor [C, H, W] in [0, 1], as :func:`load_image` reads it."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64) / 65535.0
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+    else:
+        img = img.convert("L" if img.mode in ("1", "L", "LA", "La") else "RGB")
+        arr = np.asarray(img, dtype=np.float64) / 255.0
     t = torch.from_numpy(np.ascontiguousarray(arr)).float()
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     return t.clamp(0, 1)

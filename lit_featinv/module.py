@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from functools import partial
 
@@ -12,6 +13,8 @@ from lightning.pytorch import LightningModule
 from tqdm.auto import tqdm
 
 from .backbones import DiffusionPrior
+from .calls import Inversion, build, check_output_type, inversion, target_items
+from .data import collate
 from .errors import ConfigError
 from .extractors import FeatureExtractor
 from .guidance import Guidance, UNetGradient
@@ -27,6 +30,8 @@ class FeatureInversion(LightningModule):
 
     Nothing is trained: every network is frozen. The guidance changes the model's prediction
     (eps_tilde = eps + w * rescaled, clipped gradient of the loss); the step is the scheduler's own.
+    Build it from a preset, a config file or a dict (:meth:`from_config`) or from objects; call it on images,
+    features or prompts (:meth:`forward`), or run it with a Trainer's ``predict`` (``lit-featinv predict``).
 
     Args:
         backbone: the diffusion prior (UNet, scheduler, decoder).
@@ -83,6 +88,31 @@ class FeatureInversion(LightningModule):
         check_timesteps(fork(backbone.scheduler), num_inference_steps)
         self.requires_grad_(False)
         self.feature_dim: int | None = None
+
+    # ---- Python calls ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: str | os.PathLike | dict = "quickstart", **init_args) -> "FeatureInversion":
+        """A decoder from a preset name (``lit-featinv presets``), a config file or a dict: its ``model`` section,
+        with ``init_args`` replacing keys of it (``num_inference_steps=20``). Move it with ``.to(device)``."""
+        return build(config, init_args, cls)
+
+    def forward(self, images=None, features=None, prompts=None, *, batch_size: int = 8,
+                output_type: str = "pil") -> Inversion:
+        """Generate ``samples_per_target`` images per target and measure them; targets from exactly one of
+        ``images`` (a path, PIL image(s), a tensor [B, C, H, W] in [0, 1]), ``features`` (a tensor [N, D] or a
+        .pt/.npy path) or ``prompts`` (texts, with a text-capable extractor). Returns an
+        :class:`~lit_featinv.calls.Inversion` (images as PIL, or float tensors with ``output_type="pt"``, and their
+        metrics). Runs on the module's device, in batches of ``batch_size`` targets."""
+        if batch_size < 1:
+            raise ConfigError("batch_size", f"{batch_size} is not a number of targets (>= 1)")
+        check_output_type(output_type)
+        if prompts is not None:
+            self.check_text_targets("prompts")
+        with torch.inference_mode(False):
+            items = target_items(images, features, prompts, self.feature_dim or self.measure_feature_dim())
+            records = [record for start in range(0, len(items), batch_size)
+                       for record in self.predict_step(collate(items[start: start + batch_size]))]
+        return inversion(records, output_type)
 
     # ---- overridable pieces -------------------------------------------------------------------
     def iterations_at(self, step_index: int) -> int:
@@ -285,18 +315,32 @@ class FeatureInversion(LightningModule):
         """Text targets [N, D] through the extractor's ``encode_text`` (e.g. CLIP's text tower)."""
         if not texts:
             return torch.empty(0)
-        if not hasattr(self.extractor, "encode_text"):
-            raise ConfigError("data.prompts", f"text targets need an extractor with encode_text (e.g. lit_featinv."
-                                              f"OpenClipExtractor); {type(self.extractor).__name__} has none")
+        self.check_text_targets("data.prompts")
         return self.extractor.encode_text(texts).float()
+
+    def check_text_targets(self, key: str) -> None:
+        if not hasattr(self.extractor, "encode_text"):
+            raise ConfigError(key, f"text targets need an extractor with encode_text (e.g. lit_featinv."
+                                   f"OpenClipExtractor); {type(self.extractor).__name__} has none")
+
+    def setup(self, stage: str) -> None:
+        """Under a Trainer with ``inference_mode=True`` (its default), predict runs under ``torch.no_grad`` instead:
+        the guidance needs gradients (``torch.inference_mode`` forbids them)."""
+        if stage == "predict" and self._trainer is not None:
+            self._trainer.predict_loop.inference_mode = False
+
+    @torch.no_grad()
+    def measure_feature_dim(self) -> int:
+        """The extractor's feature size (on a blank image of the prior's size), to check feature targets early."""
+        image = self.to_image(torch.zeros(1, *self.backbone.sample_shape, device=self.device))
+        self.feature_dim = self.extractor.measure(image).shape[1]
+        return self.feature_dim
 
     def on_predict_start(self) -> None:
         if torch.is_inference_mode_enabled():
             raise ConfigError("trainer.inference_mode", "lit_featinv needs gradients in predict: set it false "
                                                         "(Trainer(inference_mode=False)); `lit-featinv predict` does")
-        with torch.no_grad():  # the feature size, to check feature-file targets before any work
-            image = self.to_image(torch.zeros(1, *self.backbone.sample_shape, device=self.device))
-            self.feature_dim = self.extractor.measure(image).shape[1]
+        self.measure_feature_dim()  # to check feature-file targets before any work
         trainer = self._trainer
         if trainer is None:
             return

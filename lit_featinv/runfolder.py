@@ -156,7 +156,7 @@ class RunFolder:
         """A folder with outputs resumes only the run of the same config."""
         saved, started = self.path / CONFIG, self.started()
         if saved.exists() and started:
-            before, now = contract(yaml.safe_load(saved.read_text()) or {}), contract(config)
+            before, now = contract(self.saved_config()), contract(config)
             changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
             if changed:
                 shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
@@ -167,6 +167,11 @@ class RunFolder:
         elif started and not saved.exists():
             raise ConfigError(self.key, f"{str(self.path)!r} holds outputs but no {CONFIG}; choose another folder, "
                                         f"or start it afresh with --writer.overwrite true")
+
+    def saved_config(self) -> dict:
+        """The config the folder's run started with ({} before a run started in it)."""
+        saved = self.path / CONFIG
+        return (yaml.safe_load(saved.read_text()) or {}) if saved.exists() and self.started() else {}
 
     def record(self, config_text: str) -> None:
         """Write ``config.yaml`` unless the folder's run has started (then the one it started with stays)."""

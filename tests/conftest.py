@@ -13,6 +13,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 torch.set_num_threads(1)  # tiny models: more threads only add overhead, and spin badly on busy shared cores
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # ... and the CLI's `threads: auto` keeps that (tests/test_threads.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "assets" / "zoo"

@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -93,9 +92,9 @@ def test_top_level_help_imports_no_torch_and_names_the_subcommands():
             "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy imports'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "predict" in result.stdout and "report" in result.stdout
+    assert "predict" in result.stdout and "report" in result.stdout and "presets" in result.stdout
     bare = subprocess.run([sys.executable, "-m", "lit_featinv"], capture_output=True, text=True, cwd=ROOT)
-    assert bare.returncode == 2 and "usage: lit-featinv {predict,report}" in bare.stderr
+    assert bare.returncode == 2 and "usage: lit-featinv {predict,report,presets}" in bare.stderr
 
 
 def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir, capsys):

@@ -39,6 +39,8 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
     device."""
     model = preset["model"]["init_args"]
     backbone, extractor = model["backbone"]["init_args"], model["extractor"]["init_args"]
+    sources = sources | {key.replace("assets/", up + "assets/"): tiny for key, tiny in sources.items()
+                         for up in ("../", "../../")}  # the zoo as the presets name it: relative to the file
     tiny_extractor = {"model_name": sources[extractor["model_name"]]}
     if "weights" in extractor:  # torchvision: the tiny models take 32 px; the rest of the preprocessing stays
         tiny_extractor |= {"weights": None, "preprocess": {**(extractor.get("preprocess") or {}), "resize": 32,
@@ -68,7 +70,7 @@ def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, mon
     preset = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     write_images(tmp_path / "targets", count=1, size=40, mode="RGB")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_overrides(preset, tiny_sources, tmp_path / "targets")))
-    monkeypatch.chdir(ROOT)  # the presets' paths are relative to the repository, as they are run
+    monkeypatch.chdir(tmp_path)  # the presets' paths are relative to the preset file: any folder runs them
     seen = []
     guided_output = FeatureInversion.guided_output
 
@@ -76,7 +78,7 @@ def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, mon
         seen.append(float(t))
         return guided_output(self, scheduler, sample, t, *args, **kwargs)
     monkeypatch.setattr(FeatureInversion, "guided_output", recording)
-    main(["predict", "--config", str(ROOT / "configs" / f"{name}.yaml"), "--config", str(tmp_path / "tiny.yaml"),
+    main(["predict", "--config", name, "--config", str(tmp_path / "tiny.yaml"),  # a preset by name
           "--writer.output_dir", str(tmp_path / "out"), "--trainer.default_root_dir", str(tmp_path)])
 
     model = preset["model"]["init_args"]
@@ -121,3 +123,58 @@ def test_a_bad_schedule_stops_before_any_model_is_loaded(tiny_sources, tmp_path,
     assert "\n" not in text
     if scheduler == "diffusers.DDPMScheduler":  # the README shows this line
         assert f"\n{text}\n" in (ROOT / "README.md").read_text()
+
+
+def test_presets_lists_every_preset_with_what_it_does(capsys):
+    from lit_featinv.console import main as console
+    console(["presets"])
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines if line and not line.startswith("run one")}
+    assert sorted(listed) == PRESETS and all(len(summary) > 20 for summary in listed.values())
+
+
+def test_paths_in_a_config_file_are_relative_to_it(pixel_prior, timm_dir, tmp_path, monkeypatch):
+    """Inputs are found beside the config file, from any folder; what is not there stays as given (hub ids, paths
+    relative to the current folder), and outputs stay relative to the current folder."""
+    from conftest import cli_config
+    from lit_featinv import presets
+
+    experiment = tmp_path / "experiment"
+    write_images(experiment / "targets", count=1)
+    shutil.copytree(pixel_prior, experiment / "prior")
+    np.save(experiment / "rows.npy", np.zeros((4, 3), dtype="float32"))
+    config = cli_config(experiment / "prior", timm_dir, experiment / "targets", num_inference_steps=1, recurrence=1)
+    config["model"]["init_args"]["backbone"]["init_args"]["pretrained"] = "prior"
+    config["data"]["init_args"]["images"] = "targets"
+    config["trainer"]["default_root_dir"] = "runs/here"
+    (experiment / "run.yaml").write_text(yaml.safe_dump(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["predict", "--config", str(experiment / "run.yaml")])
+    assert len((elsewhere / "runs" / "here" / "metrics.jsonl").read_text().splitlines()) == 2
+    saved = yaml.safe_load((elsewhere / "runs" / "here" / "config.yaml").read_text())
+    assert saved["data"]["init_args"]["images"] == str(experiment / "targets")
+    assert saved["model"]["init_args"]["backbone"]["init_args"]["pretrained"] == str(experiment / "prior")
+    resolve = lambda value: presets.resolve(value, experiment)  # noqa: E731
+    assert resolve("local-dir:prior") == f"local-dir:{experiment / 'prior'}"
+    assert resolve("rows.npy[3]") == f"{experiment / 'rows.npy'}[3]"
+    assert resolve("CompVis/stable-diffusion-v1-4") == "CompVis/stable-diffusion-v1-4"
+    assert resolve("not/here") == "not/here" and resolve(0.5) == 0.5 and resolve("a b") == "a b"
+
+
+def test_a_class_path_in_the_current_folder_is_found_by_the_console_script(pixel_prior, timm_dir, tmp_path):
+    import subprocess
+    script = shutil.which("lit-featinv")
+    if script is None:
+        pytest.skip("lit-featinv is not installed")
+    from conftest import cli_config
+    (tmp_path / "mymodule.py").write_text("from lit_featinv import FeatureInversion\n\n\n"
+                                          "class MyInversion(FeatureInversion):\n    pass\n")
+    config = cli_config(pixel_prior, timm_dir, tmp_path)
+    config["model"]["class_path"] = "mymodule.MyInversion"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([script, "predict", "--config", "run.yaml", "--print_config"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert yaml.safe_load(done.stdout)["model"]["class_path"] == "mymodule.MyInversion"
