@@ -136,9 +136,16 @@ class FeatureInversion(LightningModule):
         """Images in [0, 1] -> (uint8 images as they will be saved, their float32 loss to the target, their
         features)."""
         saved = to_uint8(images)
+        features, loss = self.measure_saved(saved, target)
+        return saved, loss, features
+
+    @torch.no_grad()
+    def measure_saved(self, saved: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (as saved) -> their features and their loss (``model.loss``) to the target, in float32 under
+        any precision."""
         with torch.autocast(saved.device.type, enabled=False):
             features = self.extractor.measure(saved.float() / 255)
-            return saved, self.loss.image_loss(features, target.float()), features
+            return features, self.loss.image_loss(features, target.float())
 
     def track_best(self, best: BestImage, candidates: list[torch.Tensor], target: torch.Tensor, step: int,
                    rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,9 +261,8 @@ class FeatureInversion(LightningModule):
     def metrics(self, saved: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Match of uint8 images (as saved) to their targets and their loss (``model.loss``), in float32 under any
         precision."""
-        with torch.autocast(saved.device.type, enabled=False):
-            features = self.extractor.measure(saved.float() / 255)
-            return match_metrics(features, target.float()) | {"loss": self.loss.image_loss(features, target.float())}
+        features, loss = self.measure_saved(saved, target)
+        return match_metrics(features, target.float()) | {"loss": loss}
 
     # ---- targets ------------------------------------------------------------------------------
     @torch.no_grad()
