@@ -151,30 +151,25 @@ def load_extractor(path: str) -> tuple[str, torch.nn.Module]:
     """A feature extractor from a YAML file ``{class_path: ..., init_args: {...}}``, or a run's or preset's config
     (its ``model.init_args.extractor``: e.g. ``RUN_DIR/config.yaml``), and a short name for it (the model's name, its
     layer)."""
-    from jsonargparse import ArgumentParser
-    from lightning.pytorch.cli import instantiate_class
-
     from .cli import config_error, parse_error
     from .extractors import FeatureExtractor
+    from .loading import instantiate
 
     if not Path(path).is_file():
         raise ConfigError("report.extractor", f"{path!r} does not exist")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(FeatureExtractor, "extractor")
     try:
         spec = presets.load(path, "report.extractor")  # its paths relative to the file
         if isinstance(spec, dict) and "model" in spec:  # a run config: its extractor
             spec = ((spec["model"] or {}).get("init_args") or {}).get("extractor")
-        spec = parser.parse_object({"extractor": spec}).extractor.as_dict()
-        extractor = instantiate_class((), spec)
+        extractor = instantiate(spec, FeatureExtractor)
     except argparse.ArgumentError as err:
         raise ConfigError("report.extractor", f"{path}: {parse_error(err)}") from None
     except Exception as err:
         if config_error(err) is None:
             raise
         raise ConfigError("report.extractor", f"{path}: {config_error(err)}") from err
-    args = spec.get("init_args") or {}
-    name = Path(str(args.get("model_name") or spec["class_path"].rsplit(".", 1)[-1])).name
+    args = (spec.get("init_args") or {}) if isinstance(spec, dict) else {}
+    name = Path(str(args.get("model_name") or type(extractor).__name__)).name
     return name + (f"[{args['layer']}]" if args.get("layer") is not None else ""), extractor.eval()
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from . import presets
 from .data import feature_items, image_items, load_item, prompt_items
 from .errors import ConfigError
-from .loading import import_object
+from .loading import import_object, instantiate
 from .images import from_pil, pil
 
 
@@ -20,8 +20,6 @@ def build(config: str | os.PathLike | dict, overrides: dict, base: type):
     """The ``model`` section of a config (a preset name, a YAML file or a dict) as an instance of ``base`` (a
     subclass of its ``class_path``: the subclass) or of its ``class_path``; ``overrides`` replace keys of its
     ``init_args``."""
-    from jsonargparse import ArgumentParser
-
     whole = presets.load(str(config), "config") if isinstance(config, (str, os.PathLike)) else dict(config)
     section = whole.get("model", whole)  # a whole config or only its model section
     if not isinstance(section, dict) or "class_path" not in section:
@@ -30,9 +28,7 @@ def build(config: str | os.PathLike | dict, overrides: dict, base: type):
     named = import_object(section["class_path"], "lit_featinv")
     if isinstance(named, type) and issubclass(base, named):  # a subclass built from its base's config
         section["class_path"] = f"{base.__module__}.{base.__qualname__}"
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(base, "model", required=True)
-    return parser.instantiate_classes(parser.parse_object({"model": section})).model
+    return instantiate(section, base)
 
 
 def target_items(images=None, features=None, prompts=None, feature_dim: int | None = None) -> list[dict]:
@@ -141,9 +137,11 @@ def inversion(records: list[dict], output_type: str = "pil") -> Inversion:
         found = [r.get(key) for r in records]
         if output_type == "pil":
             return [None if image is None else pil(image) for image in found]
-        shape = next(image.shape for image in found if image is not None) if any(i is not None for i in found) else ()
-        return torch.stack([torch.full(shape, float("nan")) if image is None else image.float() / 255
-                            for image in found]) if found and shape else torch.empty(0)
+        like = next((image for image in found if image is not None), None)
+        if like is None:
+            return torch.empty(0)
+        return torch.stack([torch.full(like.shape, float("nan")) if image is None else image.float() / 255
+                            for image in found])
 
     metrics = [{k: r[k] for k in ("id", "sample", "seed", "status") if k in r} | r.get("metrics", {}) for r in records]
     return Inversion(images("image"), images("best_image"), metrics, records)

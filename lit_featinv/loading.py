@@ -19,6 +19,16 @@ def import_object(path: str, default_module: str | None = None):
         raise ValueError(f"cannot import {path!r}: {err}") from err
 
 
+def instantiate(spec: dict, base: type):
+    """A ``{class_path, init_args}`` spec as an instance of ``base`` or of a subclass, its arguments type-checked by
+    jsonargparse (an ``argparse.ArgumentError`` when they do not fit)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(base, "value", required=True)
+    return parser.instantiate_classes(parser.parse_object({"value": spec})).value
+
+
 def looks_local(source: str) -> bool:
     """A path rather than a hub id ('org/name'): absolute, relative with ./ or ../, ~, or not one slash."""
     source = str(source)
