@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu import EXTRACTORS, PRIOR_SCHEDULER, VARIANTS, build_sd_folder, build_tiny_decoder, scratch_dir  # noqa: E402
 
 from lit_featinv import FeatureInversion, StableDiffusionPrior  # noqa: E402
-from lit_featinv.sampling import alpha_bar, fork  # noqa: E402
+from lit_featinv.method import alpha_bar, fork  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTHORS = 12_960
@@ -67,13 +67,13 @@ class Flops(TorchDispatchMode):
 
 def count(module: FeatureInversion, batch: int = 1) -> dict:
     """FLOPs of one guided iteration, of the network's forward on an image and of the VAE's decode, on fake tensors."""
-    scheduler = fork(module.backbone.scheduler)
+    scheduler = fork(module.prior.scheduler)
     scheduler.set_timesteps(1000)
     i = 500
     t, abar = scheduler.timesteps[i], alpha_bar(scheduler, i)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        sample = torch.randn(batch, *module.backbone.sample_shape)
-        image = module.to_image(torch.zeros(1, *module.backbone.sample_shape)).detach()
+        sample = torch.randn(batch, *module.prior.sample_shape)
+        image = module.to_image(torch.zeros(1, *module.prior.sample_shape)).detach()
         with torch.no_grad():
             dim = module.extractor(image).shape[1]
         target = torch.randn(batch, dim)

@@ -64,7 +64,7 @@ sys.path.insert(0, str(ROOT))  # run from a plain checkout (the GPU machine does
 
 from lit_featinv import (CleanEstimateGradient, FeatureInversion, OpenClipExtractor, StableDiffusionPrior,  # noqa: E402
                          TorchvisionExtractor, UNetGradient)
-from lit_featinv.sampling import alpha_bar, fork  # noqa: E402
+from lit_featinv.method import alpha_bar, fork, score  # noqa: E402
 
 GiB = 2**30
 LIMIT_24GB = 24 * 10**9 / GiB  # 22.35 GiB: the smallest "24 GB" cards (A10, L4) offer ~22.5 GiB
@@ -203,12 +203,12 @@ def free(device: torch.device) -> None:
 
 def run_case(module: FeatureInversion, batch: int, dtype: str, device: torch.device, warmup: int, iters: int) -> dict:
     """Warm-up + timed guided iterations (``guided_output`` + scoring the candidate): ms and peak memory."""
-    scheduler = fork(module.backbone.scheduler)
+    scheduler = fork(module.prior.scheduler)
     scheduler.set_timesteps(1000, device=device)
     i = len(scheduler.timesteps) // 2
     t, abar = scheduler.timesteps[i], alpha_bar(scheduler, i).to(device)
     generator = torch.Generator().manual_seed(0)
-    sample = (torch.randn(batch, *module.backbone.sample_shape, generator=generator)
+    sample = (torch.randn(batch, *module.prior.sample_shape, generator=generator)
               * scheduler.init_noise_sigma).to(device)
     cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     with torch.no_grad(), cast:
@@ -221,7 +221,7 @@ def run_case(module: FeatureInversion, batch: int, dtype: str, device: torch.dev
         with warnings.catch_warnings(record=True) as caught, torch.no_grad(), cast:
             warnings.simplefilter("always")
             out = module.guided_output(scheduler, sample, t, abar, target, 4.0)  # the last output stays alive
-            module.score(out[1], target)
+            score(module.extractor, module.loss, out[1], target)
         nonfinite += sum("NaN or Inf" in str(w.message) for w in caught)
 
     for _ in range(warmup):

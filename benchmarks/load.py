@@ -45,7 +45,7 @@ def build(folder: Path, count: int) -> Path:
     torch.save(features, folder / f"features{count}.pt")
     config = {
         "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
-            "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(prior)}},
+            "prior": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(prior)}},
             "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
             "num_inference_steps": 1, "recurrence": 1, "samples_per_target": 1, "progress": False}},
         "data": {"class_path": "lit_featinv.TargetData", "init_args": {"features": str(folder / f"features{count}.pt"),

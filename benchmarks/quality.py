@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fmnist import export  # noqa: E402
 
 from lit_featinv import TimmExtractor  # noqa: E402
-from lit_featinv.cli import run  # noqa: E402
-from lit_featinv.images import load_image  # noqa: E402
+from lit_featinv.app import run  # noqa: E402
+from lit_featinv.runs import load_image  # noqa: E402
 
 ZOO = "assets/zoo"
 RESNET, VIT = f"local-dir:{ZOO}/fmnist-resnet10t", f"local-dir:{ZOO}/fmnist-vit-tiny"

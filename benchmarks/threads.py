@@ -31,9 +31,10 @@ STEPS, K = 4, 4
 
 def child(threads: str) -> None:
     """Time the guided loop in this process with ``threads`` (a number or auto): prints threads and s/iteration."""
-    from lit_featinv import FeatureInversion, threads as choice
+    from lit_featinv import FeatureInversion
+    from lit_featinv.app import choose
 
-    count, _ = choice.choose(threads)
+    count, _ = choose(threads)
     decoder = FeatureInversion.from_config("quickstart", num_inference_steps=STEPS, recurrence=K, progress=False)
     images = ROOT / "assets" / "fmnist-test32"
     targets = sorted(images.iterdir())[:8]

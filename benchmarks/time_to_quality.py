@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fmnist import export  # noqa: E402
 from quality import CASES, summarise  # noqa: E402
 
-from lit_featinv.cli import run  # noqa: E402
+from lit_featinv.app import run  # noqa: E402
 
 TINY_DECODER = "assets/zoo/fmnist-ldm/tiny-decoder"
 

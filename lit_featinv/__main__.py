@@ -1,3 +1,3 @@
-from .console import main
+from .app.console import main
 
 main()

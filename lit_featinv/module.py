@@ -1,5 +1,5 @@
 """The feature decoder: a LightningModule whose ``predict_step`` runs the guided reverse diffusion loop
-(:func:`~lit_featinv.loop.reverse_loop`) on each batch of targets."""
+(:func:`~lit_featinv.method.loop.reverse_loop`) on each batch of targets."""
 from __future__ import annotations
 
 import math
@@ -12,20 +12,33 @@ from diffusers.utils.torch_utils import randn_tensor
 from lightning.pytorch import LightningModule
 from tqdm.auto import tqdm
 
-from .backbones import DiffusionPrior
-from .calls import Inversion, build, check_output_type, inversion, target_items
-from .data import collate
+from .config import build, check_renamed_keywords
 from .errors import ConfigError
-from .extractors import FeatureExtractor
-from .guidance import Guidance, UNetGradient
-from .images import to_uint8
-from .losses import FeatureLoss, SquaredL2, match_metrics
-from .loop import Iteration, reverse_loop
-from .records import BestImage, Trajectory
-from .sampling import check_timesteps, fork, generators, sample_seed
+from .method.guidance import Guidance, UNetGradient
+from .method.loop import Iteration, reverse_loop
+from .method.losses import FeatureLoss, SquaredL2
+from .method.measure import metrics, to_uint8, track_best
+from .method.records import BestImage, Trajectory
+from .method.sampling import check_timesteps, fork, generators, sample_seed
+from .method.targets import check_feature_size, check_text_targets, target_features
+from .models.extractors import FeatureExtractor
+from .models.priors import DiffusionPrior
+from .runs.data import collate
+from .runs.results import Inversion, check_output_type, inversion
+from .runs.signals import STOP
+from .runs.sources import target_items
 
 
-class FeatureInversion(LightningModule):
+class RefusesRenamed:
+    """A keyword by its old name (:data:`lit_featinv.config.RENAMED`) stops in one line, before ``__init__`` runs.
+    A base class after the module's own, so that ``inspect`` and jsonargparse read the parameters of ``__init__``."""
+
+    def __new__(cls, *args, **kwargs):
+        check_renamed_keywords(kwargs, cls.__name__)
+        return super().__new__(cls)
+
+
+class FeatureInversion(LightningModule, RefusesRenamed):
     """Generate images whose features match target features by guiding a frozen diffusion prior.
 
     Nothing is trained: every network is frozen. The guidance changes the model's prediction
@@ -34,11 +47,11 @@ class FeatureInversion(LightningModule):
     features or prompts (:meth:`forward`), or run it with a Trainer's ``predict`` (``lit-featinv predict``).
 
     Args:
-        backbone: the diffusion prior (UNet, scheduler, decoder).
+        prior: the diffusion prior (UNet, scheduler, decoder).
         extractor: the network and layer whose feature is matched (and measured).
         loss: distance to minimise (default: squared Euclidean, as in the paper).
-        guidance: how the prediction is guided: :class:`~lit_featinv.guidance.UNetGradient` (the paper's, default) or
-            :class:`~lit_featinv.guidance.CleanEstimateGradient` (no UNet backward), with w and its schedule.
+        guidance: how the prediction is guided: :class:`~lit_featinv.UNetGradient` (the paper's, default) or
+            :class:`~lit_featinv.CleanEstimateGradient` (no UNet backward), with w and its schedule.
         num_inference_steps: scheduler steps.
         recurrence: self-recurrence K: guided iterations per step (re-noising between them).
         early_steps, early_recurrence: the first ``early_steps`` steps use ``early_recurrence`` iterations.
@@ -50,14 +63,14 @@ class FeatureInversion(LightningModule):
             iteration).
         stop_cosine: a generation whose estimate (as saved) reaches this cosine to its target stops there: that
             estimate is its final image, and it leaves the batch (null: every generation runs every step). For
-            matching losses: a maximisation objective (:class:`~lit_featinv.losses.Activation`) has no cosine to reach.
+            matching losses: a maximisation objective (:class:`~lit_featinv.Activation`) has no cosine to reach.
         progress: show a progress bar over the steps of each batch.
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
     Trainer's precision; so are targets and the reported metrics.
     """
 
-    def __init__(self, backbone: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
+    def __init__(self, prior: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
                  guidance: Guidance | None = None, num_inference_steps: int = 50, recurrence: int = 8,
                  early_steps: int = 0, early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0,
                  eta: float = 0.0, best_from_guided: bool = False, stop_cosine: float | None = None,
@@ -73,19 +86,19 @@ class FeatureInversion(LightningModule):
             raise ConfigError("model.eta", f"{eta} is not a number >= 0")
         if stop_cosine is not None and not -1 < stop_cosine <= 1:
             raise ConfigError("model.stop_cosine", f"{stop_cosine} is not a cosine in (-1, 1]")
-        self.backbone, self.extractor, self.loss = backbone, extractor, loss or SquaredL2()
-        history = [a for a in ("ets", "model_outputs", "derivatives", "prev_derivative") if hasattr(backbone.scheduler, a)]
+        self.prior, self.extractor, self.loss = prior, extractor, loss or SquaredL2()
+        history = [a for a in ("ets", "model_outputs", "derivatives", "prev_derivative") if hasattr(prior.scheduler, a)]
         if stop_cosine is not None and history:
-            raise ConfigError("model.stop_cosine", f"{type(backbone.scheduler).__name__} keeps earlier outputs per "
-                                                   f"sample ({history[0]}), so samples cannot leave the batch; use a "
-                                                   f"one-step scheduler (DDIM, DDPM, Euler) or stop_cosine: null")
+            raise ConfigError("model.stop_cosine", f"{type(prior.scheduler).__name__} keeps earlier outputs per sample "
+                                                   f"({history[0]}), so samples cannot leave the batch; use a one-step "
+                                                   f"scheduler (DDIM, DDPM, Euler) or stop_cosine: null")
         self.guidance = guidance or UNetGradient()
-        self.guidance.check(num_inference_steps, backbone)
+        self.guidance.check(num_inference_steps, prior)
         self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
-        check_timesteps(fork(backbone.scheduler), num_inference_steps)
+        check_timesteps(fork(prior.scheduler), num_inference_steps)
         self.requires_grad_(False)
         self.feature_dim: int | None = None
 
@@ -101,13 +114,13 @@ class FeatureInversion(LightningModule):
         """Generate ``samples_per_target`` images per target and measure them; targets from exactly one of
         ``images`` (a path, PIL image(s), a tensor [B, C, H, W] in [0, 1]), ``features`` (a tensor [N, D] or a
         .pt/.npy path) or ``prompts`` (texts, with a text-capable extractor). Returns an
-        :class:`~lit_featinv.calls.Inversion` (images as PIL, or float tensors with ``output_type="pt"``, and their
+        :class:`~lit_featinv.Inversion` (images as PIL, or float tensors with ``output_type="pt"``, and their
         metrics). Runs on the module's device, in batches of ``batch_size`` targets."""
         if batch_size < 1:
             raise ConfigError("batch_size", f"{batch_size} is not a number of targets (>= 1)")
         check_output_type(output_type)
         if prompts is not None:
-            self.check_text_targets("prompts")
+            check_text_targets(self.extractor, "prompts")
         with torch.inference_mode(False):
             items = target_items(images, features, prompts, self.feature_dim or self.measure_feature_dim())
             records = [record for start in range(0, len(items), batch_size)
@@ -121,55 +134,31 @@ class FeatureInversion(LightningModule):
 
     def to_image(self, sample: torch.Tensor) -> torch.Tensor:
         """A clean sample -> image in [0, 1] (not clamped: a clamp would zero the gradient)."""
-        return (self.backbone.decode(sample) + 1) / 2
+        return (self.prior.decode(sample) + 1) / 2
 
     # ---- the guided loop ----------------------------------------------------------------------
     def guided_output(self, scheduler, sample, t, abar, target, w: float):
         """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
         guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
         objective = lambda image: self.loss(self.extractor(image), target)  # noqa: E731
-        return self.guidance(self.backbone.denoise, self.to_image, objective, scheduler.scale_model_input(sample, t),
+        return self.guidance(self.prior.denoise, self.to_image, objective, scheduler.scale_model_input(sample, t),
                              t, abar, scheduler.config.prediction_type, w)
-
-    @torch.no_grad()
-    def score(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Images in [0, 1] -> (uint8 images as they will be saved, their float32 loss to the target, their
-        features)."""
-        saved = to_uint8(images)
-        features, loss = self.measure_saved(saved, target)
-        return saved, loss, features
-
-    @torch.no_grad()
-    def measure_saved(self, saved: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images (as saved) -> their features and their loss (``model.loss``) to the target, in float32 under
-        any precision."""
-        with torch.autocast(saved.device.type, enabled=False):
-            features = self.extractor.measure(saved.float() / 255)
-            return features, self.loss.image_loss(features, target.float())
-
-    def track_best(self, best: BestImage, candidates: list[torch.Tensor], target: torch.Tensor, step: int,
-                   rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score candidate images [B, ...] (earliest first) as saved in one extractor call and keep each sample's
-        best; returns the first candidate's loss and cosine to the target."""
-        saved, loss, features = self.score(torch.cat(candidates), target.repeat(len(candidates), 1))
-        for image, value in zip(saved.chunk(len(candidates)), loss.chunk(len(candidates))):
-            best.update(image, value, step, rows)
-        return loss[: len(target)], torch.nn.functional.cosine_similarity(features[: len(target)], target.float(), dim=1)
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
         their bookkeeping (per sample: best step, UNet evaluations and backward passes, step it failed or stopped at,
-        -1: never; its trajectory, :class:`~lit_featinv.records.Trajectory`)."""
+        -1: never; its trajectory, :class:`~lit_featinv.method.records.Trajectory`)."""
         gens = generators(seeds)
-        scheduler = fork(self.backbone.scheduler)  # schedulers keep state: one per batch
+        scheduler = fork(self.prior.scheduler)  # schedulers keep state: one per batch
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
-        shape = (len(seeds), *self.backbone.sample_shape)
+        shape = (len(seeds), *self.prior.sample_shape)
         sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
         best, final, trajectory = BestImage(), [None] * len(seeds), Trajectory(len(seeds))
         nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
 
         def guided(sample, t, abar, rows, w):
+            STOP.check()  # a stop signal ends the run here, between two guided iterations
             return self.guided_output(scheduler, sample, t, abar, target[rows], w)
 
         def on_iteration(it: Iteration) -> torch.Tensor | None:
@@ -178,7 +167,7 @@ class FeatureInversion(LightningModule):
             if self.best_from_guided and it.w != 0:
                 with torch.no_grad():
                     candidates.append(self.to_image(it.guided_x0))
-            loss, cosine = self.track_best(best, candidates, target[it.rows], it.step, it.rows)
+            loss, cosine = track_best(self.extractor, self.loss, best, candidates, target[it.rows], it.step, it.rows)
             trajectory.add(it.step, it.k, it.rows, loss, cosine)
             nfe[it.rows.cpu()] += 1
             backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
@@ -198,7 +187,8 @@ class FeatureInversion(LightningModule):
         if len(rows):
             with torch.no_grad():
                 image = self.to_image(sample)
-            loss, cosine = self.track_best(best, [image], target[rows], len(scheduler.timesteps), rows)
+            loss, cosine = track_best(self.extractor, self.loss, best, [image], target[rows], len(scheduler.timesteps),
+                                      rows)
             trajectory.add(len(scheduler.timesteps), 0, rows, loss, cosine)
             for r, img in zip(rows.tolist(), image):
                 final[r] = img
@@ -229,13 +219,13 @@ class FeatureInversion(LightningModule):
         if not keep:
             return records
         batch = {key: [value[n] for n in keep] if isinstance(value, list) else value for key, value in batch.items()}
-        target = self.targets(batch)
+        target = target_features(self.extractor, batch, self.device, self.feature_dim)
         rows = [(n, j) for n in range(len(batch["id"])) for j in range(self.samples_per_target)]
         seeds = [sample_seed(self.seed, batch["id"][n], j) for n, j in rows]
         expanded = target[[n for n, _ in rows]]
         out = self.generate(expanded, seeds)
         final, best = to_uint8(out["image"]), out["best_image"]
-        scores, best_scores = self.metrics(final, expanded), self.metrics(best, expanded)
+        scores, best_scores = (metrics(self.extractor, self.loss, images, expanded) for images in (final, best))
         seconds = (time.perf_counter() - start) / len(rows)
         for r, (n, j) in enumerate(rows):
             failed_step = int(out["failed_step"][r])
@@ -245,89 +235,17 @@ class FeatureInversion(LightningModule):
             if failed_step >= 0:
                 records.append(record | {"failed_step": failed_step, "metrics": {"nfe": nfe}})
                 continue
-            metrics = {k: float(v[r]) for k, v in scores.items()}
-            metrics |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
-            metrics |= {"best_step": int(out["best_step"][r]), "nfe": nfe,
-                        "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3)}
+            values = {k: float(v[r]) for k, v in scores.items()}
+            values |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
+            values |= {"best_step": int(out["best_step"][r]), "nfe": nfe,
+                       "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3)}
             if int(out["stop_step"][r]) >= 0:
-                metrics["stop_step"] = int(out["stop_step"][r])
+                values["stop_step"] = int(out["stop_step"][r])
             target_image = batch["image"][n]
-            records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": metrics,
+            records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": values,
                                      "trajectory": out["trajectory"][r],
                                      "target_image": None if target_image is None else to_uint8(target_image[None])[0]})
         return records
-
-    @torch.no_grad()
-    def metrics(self, saved: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Match of uint8 images (as saved) to their targets and their loss (``model.loss``), in float32 under any
-        precision."""
-        features, loss = self.measure_saved(saved, target)
-        return match_metrics(features, target.float()) | {"loss": loss}
-
-    # ---- targets ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def targets(self, batch: dict) -> torch.Tensor:
-        """Target features [N, D]: a feature file's as given, the extractor's feature of a target image or of a text,
-        or a construction's vector from its parts' features (:meth:`constructed_target`)."""
-        none = [None] * len(batch["id"])
-        texts = batch.get("text") or none
-        encoded = iter(self.encode_text([text for text in texts if text is not None]))
-        rows = []
-        for image, feature, source, text, construction, parts, index in zip(
-                batch["image"], batch["feature"], batch["source"], texts, batch.get("construction") or none,
-                batch.get("parts") or none, batch.get("index") or none):
-            if text is not None:
-                f = next(encoded)
-            elif construction is not None:
-                f = self.constructed_target(construction, parts, index)
-            elif feature is None:
-                f = self.extractor.measure(image[None].to(self.device))[0]
-            else:
-                f = feature.to(self.device).float()
-                self.check_feature_size(f, source)
-            if not torch.isfinite(f).all():
-                raise ConfigError("data", f"{source}: target feature contains NaN or Inf")
-            rows.append(f)
-        return torch.stack(rows)
-
-    def constructed_target(self, construction, parts: list[dict], index: int, chunk: int = 32) -> torch.Tensor:
-        """``construction.build`` of its parts' features: an image part's is the extractor's feature, as an image
-        target's (images of one size together, ``chunk`` at a time), a feature file's as given (its size checked)."""
-        features = [None if p["image"] is not None else p["feature"].to(self.device).float() for p in parts]
-        by_size = {}
-        for k, p in enumerate(parts):
-            if p["image"] is not None:
-                by_size.setdefault(tuple(p["image"].shape), []).append(k)
-        for ks in by_size.values():
-            for i in range(0, len(ks), chunk):
-                images = torch.stack([parts[k]["image"] for k in ks[i: i + chunk]]).to(self.device)
-                for k, f in zip(ks[i: i + chunk], self.extractor.measure(images)):
-                    features[k] = f
-        size = self.feature_dim or features[0].numel()
-        for p, f in zip(parts, features):
-            if f.numel() != size:
-                given = (f"the extractor (model.extractor) gives {size}" if self.feature_dim else
-                         f"{parts[0]['source']} has {size}")
-                raise ConfigError(p["key"], f"{p['source']}: feature has {f.numel()} values, but {given}")
-        return construction.build(features, index)
-
-    def check_feature_size(self, feature: torch.Tensor, source: str) -> None:
-        """A feature-file target has as many values as the extractor's feature (once that is known)."""
-        if self.feature_dim is not None and feature.numel() != self.feature_dim:
-            raise ConfigError("data.features", f"{source}: target feature has {feature.numel()} values, but the "
-                                               f"extractor (model.extractor) gives {self.feature_dim}")
-
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Text targets [N, D] through the extractor's ``encode_text`` (e.g. CLIP's text tower)."""
-        if not texts:
-            return torch.empty(0)
-        self.check_text_targets("data.prompts")
-        return self.extractor.encode_text(texts).float()
-
-    def check_text_targets(self, key: str) -> None:
-        if not hasattr(self.extractor, "encode_text"):
-            raise ConfigError(key, f"text targets need an extractor with encode_text (e.g. lit_featinv."
-                                   f"OpenClipExtractor); {type(self.extractor).__name__} has none")
 
     def setup(self, stage: str) -> None:
         """Under a Trainer with ``inference_mode=True`` (its default), predict runs under ``torch.no_grad`` instead:
@@ -338,7 +256,7 @@ class FeatureInversion(LightningModule):
     @torch.no_grad()
     def measure_feature_dim(self) -> int:
         """The extractor's feature size (on a blank image of the prior's size), to check feature targets early."""
-        image = self.to_image(torch.zeros(1, *self.backbone.sample_shape, device=self.device))
+        image = self.to_image(torch.zeros(1, *self.prior.sample_shape, device=self.device))
         self.feature_dim = self.extractor.measure(image).shape[1]
         return self.feature_dim
 
@@ -352,7 +270,7 @@ class FeatureInversion(LightningModule):
             return
         for item in getattr(trainer.datamodule, "items", None) or []:  # every feature-file target, before any work
             if item.get("feature") is not None:
-                self.check_feature_size(item["feature"], item["source"])
+                check_feature_size(item["feature"], item["source"], self.feature_dim)
         if trainer.world_size > 1 and trainer._accelerator_connector.use_distributed_sampler:
             raise ConfigError("trainer.use_distributed_sampler", "must be false with several processes: "
                                                                  "TargetData gives each rank its own batches")

@@ -13,7 +13,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 torch.set_num_threads(1)  # tiny models: more threads only add overhead, and spin badly on busy shared cores
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # ... and the CLI's `threads: auto` keeps that (tests/test_threads.py)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # ... and the CLI's `threads: auto` keeps that (tests/app/test_threads.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "assets" / "zoo"
@@ -121,6 +121,22 @@ def image_dir(tmp_path) -> Path:
     return tmp_path / "targets"
 
 
+@pytest.fixture
+def tracked(monkeypatch) -> list[dict]:
+    """Every best-image tracking call of the guided loop, in order: the rows in the batch, the candidates as they will
+    be saved, the first candidate's cosine."""
+    import lit_featinv.module
+    from lit_featinv.method.measure import to_uint8, track_best
+    calls = []
+
+    def recording(extractor, loss, best, candidates, target, step, rows):
+        value, cosine = track_best(extractor, loss, best, candidates, target, step, rows)
+        calls.append({"rows": rows.tolist(), "candidates": [to_uint8(c) for c in candidates], "cosine": cosine.tolist()})
+        return value, cosine
+    monkeypatch.setattr(lit_featinv.module, "track_best", recording)
+    return calls
+
+
 def build_module(pixel_prior: Path, timm_dir: Path, **kwargs):
     """A FeatureInversion on the tiny models with few steps; ``w`` (0.5) and ``guidance_class`` (UNetGradient) make its
     guidance."""
@@ -133,9 +149,15 @@ def build_module(pixel_prior: Path, timm_dir: Path, **kwargs):
     return FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler=scheduler), extractor, **options)
 
 
+def targets_of(module, batch: dict):
+    """The module's target features of a batch, as its ``predict_step`` computes them."""
+    from lit_featinv.method.targets import target_features
+    return target_features(module.extractor, batch, module.device, module.feature_dim)
+
+
 def mid_step(module, steps: int = 4):
     """The module's scheduler set to ``steps`` steps, with the timestep and signal level of its second step."""
-    scheduler = module.backbone.scheduler
+    scheduler = module.prior.scheduler
     scheduler.set_timesteps(steps)
     t = scheduler.timesteps[1]
     return scheduler, t, scheduler.alphas_cumprod[t]
@@ -146,7 +168,7 @@ def cli_config(pixel_prior: Path, timm_dir: Path, images: Path, batch_size: int 
     ``model`` overrides the model's init_args."""
     return {
         "model": {"class_path": "lit_featinv.FeatureInversion", "init_args": {
-            "backbone": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
+            "prior": {"class_path": "lit_featinv.DiffusionPrior", "init_args": {"pretrained": str(pixel_prior)}},
             "extractor": {"class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}},
             "guidance": {"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": 0.5}},
             "num_inference_steps": 3, "recurrence": 2, "samples_per_target": 2, "progress": False, **model}},
@@ -156,7 +178,7 @@ def cli_config(pixel_prior: Path, timm_dir: Path, images: Path, batch_size: int 
 
 
 def batch_of(folder: Path, limit: int | None = None) -> dict:
-    from lit_featinv.data import TargetData
+    from lit_featinv.runs.data import TargetData
     data = TargetData(images=str(folder), limit=limit)
     data.setup()
     return next(iter(data.predict_dataloader()))

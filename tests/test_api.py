@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import ROOT, build_module, cli_config, write_images
 from lit_featinv import FeatureInversion, TargetData
-from lit_featinv.calls import Inversion
+from lit_featinv.runs.results import Inversion
 from lit_featinv.errors import ConfigError
 
 

@@ -8,9 +8,9 @@ from conftest import batch_of, build_module, mid_step, save_pixel_prior
 from lit_featinv.errors import ConfigError
 from lit_featinv import (CosineDistance, DiffusionPrior, FeatureInversion, LatentDiffusionPrior,
                          TargetData, TimmExtractor, UNetGradient)
-from lit_featinv.images import to_uint8
-from lit_featinv.records import BestImage
-from lit_featinv.sampling import sample_seed
+from lit_featinv.method.measure import score
+from lit_featinv.method.records import BestImage
+from lit_featinv.method.sampling import sample_seed
 
 
 def test_no_trainable_parameters(pixel_prior, timm_dir):
@@ -70,34 +70,27 @@ def test_best_image_ties_keep_the_earlier_image():
     assert best.image[0].eq(3).all() and best.image[1].eq(2).all()
 
 
-class Recording(FeatureInversion):
-    """Keeps every best-image candidate, as it will be saved, in the order it was offered."""
-
-    def track_best(self, best, candidates, target, step, rows):
-        self.offered = getattr(self, "offered", []) + [to_uint8(c) for c in candidates]
-        return super().track_best(best, candidates, target, step, rows)
-
-
 @pytest.mark.parametrize("best_from_guided", [False, True])
-def test_best_image_as_saved_is_never_worse_than_any_candidate(pixel_prior, timm_dir, best_from_guided):
+def test_best_image_as_saved_is_never_worse_than_any_candidate(pixel_prior, timm_dir, best_from_guided, tracked):
     """Candidates per iteration: the estimate before guidance (and the one from the guided noise), then the final
     image; the saved best image's float32 loss is the smallest of all of them, as saved."""
     base = build_module(pixel_prior, timm_dir, w=2.0, preprocess={"quantize": True})
-    module = Recording(base.backbone, base.extractor, num_inference_steps=4, recurrence=2, guidance=UNetGradient(scale=2.0),
-                       best_from_guided=best_from_guided, progress=False)
+    module = FeatureInversion(base.prior, base.extractor, num_inference_steps=4, recurrence=2,
+                              guidance=UNetGradient(scale=2.0), best_from_guided=best_from_guided, progress=False)
     module.on_predict_start()
     target = torch.randn(2, module.feature_dim, generator=torch.Generator().manual_seed(0))
     out = module.generate(target, [1, 2])
+    offered = [c for call in tracked for c in call["candidates"]]
     per_iteration = 2 if best_from_guided else 1
-    assert len(module.offered) == 4 * 2 * per_iteration + 1
-    losses = torch.stack([module.score(c.float() / 255, target)[1] for c in module.offered])  # [candidates, B]
-    best_loss = module.score(out["best_image"].float() / 255, target)[1]
-    final_loss = module.score(out["image"], target)[1]
+    assert len(offered) == 4 * 2 * per_iteration + 1
+    loss = lambda images: score(module.extractor, module.loss, images, target)[1]  # noqa: E731
+    losses = torch.stack([loss(c.float() / 255) for c in offered])  # [candidates, B]
+    best_loss, final_loss = loss(out["best_image"].float() / 255), loss(out["image"])
     assert (best_loss <= losses.min(0).values * (1 + 1e-6)).all()  # float noise of batched vs single forwards
     assert (best_loss <= final_loss * (1 + 1e-6)).all()
     first_best = losses.argmin(0)  # argmin returns the first minimum: the earlier image wins ties
     for n in range(2):
-        assert torch.equal(out["best_image"][n], module.offered[first_best[n]][n])
+        assert torch.equal(out["best_image"][n], offered[first_best[n]][n])
 
 
 def test_guided_candidate_is_the_clean_estimate_of_the_guided_noise(pixel_prior, timm_dir):
@@ -108,7 +101,7 @@ def test_guided_candidate_is_the_clean_estimate_of_the_guided_noise(pixel_prior,
     output, image, guided_x0 = module.guided_output(scheduler, sample, t, abar, torch.randn(1, module.feature_dim), 2.0)
     torch.testing.assert_close(guided_x0, (sample - (1 - abar).sqrt() * output) / abar.sqrt())  # epsilon model
     with torch.no_grad():
-        eps = module.backbone.denoise(sample, t)
+        eps = module.prior.denoise(sample, t)
     torch.testing.assert_close(image, module.to_image((sample - (1 - abar).sqrt() * eps) / abar.sqrt()))
     assert (output - eps).abs().max() > 1e-3  # guidance moved the noise estimate
 
@@ -150,7 +143,7 @@ def test_guided_images_do_not_depend_on_the_prediction_type(pixel_prior, timm_di
 def test_latent_prior_decodes_inside_the_loop(latent_prior, timm_dir, image_dir):
     module = FeatureInversion(LatentDiffusionPrior(str(latent_prior)), TimmExtractor(f"local-dir:{timm_dir}"),
                               num_inference_steps=3, recurrence=1, progress=False)
-    assert module.backbone.sample_shape == (4, 8, 8)
+    assert module.prior.sample_shape == (4, 8, 8)
     module.on_predict_start()
     rec = module.predict_step(batch_of(image_dir, limit=1))[0]
     assert rec["image"].shape == (1, 16, 16) and rec["image"].dtype == torch.uint8
@@ -174,7 +167,7 @@ def test_feature_file_of_the_wrong_size_names_the_file(pixel_prior, timm_dir, tm
 
 def test_missing_model_folder_names_the_key(tmp_path, timm_dir):
     from lit_featinv import DiffusionPrior
-    with pytest.raises(ConfigError, match="model.backbone.pretrained"):
+    with pytest.raises(ConfigError, match="model.prior.pretrained"):
         DiffusionPrior(str(tmp_path / "no_model"))
 
 
@@ -201,7 +194,7 @@ def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, offline_h
     DDPMScheduler.from_pretrained(pixel_prior, subfolder="scheduler").save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    with pytest.raises(ConfigError, match=r"model.backbone.pretrained: cannot load 'someone/ddpm-flat' \(scheduler/\)"):
+    with pytest.raises(ConfigError, match=r"model.prior.pretrained: cannot load 'someone/ddpm-flat' \(scheduler/\)"):
         DiffusionPrior("someone/ddpm-flat")
     prior = DiffusionPrior("someone/ddpm-flat", unet_subfolder=None, scheduler_subfolder=None)
     reference = DiffusionPrior(str(pixel_prior))

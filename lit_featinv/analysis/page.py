@@ -1,0 +1,203 @@
+"""The report as one self-contained HTML page: images as data URIs, inline CSS and SVG, no scripts; runs side by
+side with their match, summaries, cosine histograms, trajectories and what varies between a target's generations."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..runs.folder import mean, ok, run_stats
+from .reading import best_iteration, config_summary
+from .report import Report, Tile, tile
+
+MAX_CURVES = 200  # thin lines drawn per trajectory plot (the mean uses all)
+
+
+def heat(std: torch.Tensor, vmax: float) -> torch.Tensor:
+    """A std map [H, W] as a colour image [3, H, W] in [0, 1] (magma, 0 .. vmax)."""
+    from matplotlib import colormaps
+    rgba = colormaps["magma"]((std / vmax).clamp(0, 1).numpy())
+    return torch.from_numpy(rgba[..., :3]).permute(2, 0, 1).float()
+
+
+# ---- the page ------------------------------------------------------------------------------------------------------
+CSS = """
+body { font-family: sans-serif; margin: 16px; color: #222; background: #fff; }
+table { border-collapse: collapse; margin-bottom: 16px; }
+th, td { border: 1px solid #ddd; padding: 4px 6px; vertical-align: top; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.gens { display: flex; gap: 4px; align-items: flex-start; }
+figure { margin: 0; text-align: center; font-size: 11px; }
+img { image-rendering: pixelated; display: block; }
+.ph { background: #eee; color: #555; font-size: 11px; overflow: hidden; word-break: break-all; display: flex;
+      align-items: center; justify-content: center; text-align: center; }
+.notes { background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 24px; }
+.config { font-size: 11px; white-space: nowrap; }
+.none { color: #999; }
+"""
+
+
+def png_uri(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def figure_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def num(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def tile_html(item: Tile, height: int, title: str = "") -> str:
+    if isinstance(item, str):
+        return f'<div class="ph" style="width:{height}px;height:{height}px">{html.escape(item)}</div>'
+    return (f'<img src="{png_uri(item)}" width="{item.width}" height="{item.height}" alt="{html.escape(title)}" '
+            f'title="{html.escape(title)}">')
+
+
+def figure_html(item: Tile, caption: str, height: int, title: str = "") -> str:
+    return f"<figure>{tile_html(item, height, title)}<figcaption>{caption}</figcaption></figure>"
+
+
+def caption(line: dict) -> str:
+    if not ok(line):
+        return "failed"
+    return f"cos {num(line.get('cosine'))}<br>rel. L2 {num(line.get('rel_l2'), 3)}"
+
+
+def sparkline(series: list[list[float]], height: int) -> str:
+    """Inline SVG: the cosine of each generation against guided iteration."""
+    values = [v for s in series for v in s]
+    if not values:
+        return ""
+    lo, hi, width = min(values), max(values), 140
+    dx, dy = (width - 4) / max(1, max(len(s) for s in series) - 1), (height - 18) / ((hi - lo) or 1.0)
+    lines = []
+    for s in series:
+        points = " ".join(f"{2 + dx * i:.1f},{height - 14 - dy * (v - lo):.1f}" for i, v in enumerate(s))
+        lines.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="1" opacity="0.7"/>')
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
+            f"<title>cosine to the target at each guided iteration ({lo:.4f} .. {hi:.4f})</title>{''.join(lines)}"
+            f'<text x="2" y="{height - 2}" font-size="10" fill="#555">cosine: {lo:.3f} .. {hi:.3f}</text></svg>')
+
+
+def run_cell(report: Report, index: int, target: str, vmax: float) -> str:
+    cell = report.cells.get((index, target))
+    if cell is None:
+        return '<td class="none">not in this run</td>'
+    run, height = report.runs[index], report.height
+    parts = [figure_html(item, caption(line), height, f"{line['id']}_{line.get('sample', 0)}")
+             for item, line in zip(cell.tiles, cell.lines)]
+    if cell.variation is not None:
+        names = ["pixel", *report.extractors]
+        measured = "".join(f"<br>{html.escape(name)} {num(cell.variation[name])}" for name in names)
+        parts.append(figure_html(tile(heat(cell.variation["std"], vmax), height), f"std map{measured}", height,
+                                 "per-pixel standard deviation across the generations"))
+    curves = [run.trajectories.get((line["id"], line.get("sample", 0))) for line in cell.lines]
+    parts.append(sparkline([c["cosine"] for c in curves if c], height))
+    return f'<td><div class="gens">{"".join(parts)}</div></td>'
+
+
+def targets_table(report: Report) -> str:
+    maps = [float(c.variation["std"].max()) for c in report.cells.values() if c.variation]
+    vmax = max(maps, default=0.0) or 1.0
+    head = "".join(f"<th>{html.escape(run.label)}</th>" for run in report.runs)
+    rows = [f"<tr><td>{html.escape(t)}{tile_html(report.target_tiles[t], report.height, t)}</td>"
+            + "".join(run_cell(report, i, t, vmax) for i in range(len(report.runs))) + "</tr>" for t in report.targets]
+    explained = (f"; the std map is the per-pixel standard deviation across a target's generations (black 0, yellow "
+                 f"{vmax:.3f}, one scale for the page), with the mean pairwise RMS pixel difference and, per "
+                 f"extractor, the mean pairwise 1 − cosine of the generations' features" if maps else "")
+    return (f"<h2>Targets</h2><p>Each generation with its cosine and relative L2 to the target feature{explained}; the "
+            f"curve is the cosine at each guided iteration.</p><table><tr><th>target</th>{head}</tr>{''.join(rows)}"
+            f"</table>")
+
+
+def run_lines(report: Report, index: int) -> list[dict]:
+    return [line for t in report.targets for line in getattr(report.cells.get((index, t)), "lines", [])]
+
+
+def summary_table(report: Report) -> str:
+    names = ["pixel", *report.extractors]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "folder", "config", "generations", "mean cos",
+                                                          "worst cos", "mean rel. L2", "s / generation",
+                                                          *(f"diversity: {name}" for name in names)])
+    rows = []
+    for i, run in enumerate(report.runs):
+        stats = run_stats(run_lines(report, i))
+        measured = [c.variation for (j, _), c in report.cells.items() if j == i and c.variation]
+        numbers = [f"{stats['generations']}" + (f" ({stats['failed']} failed)" if stats["failed"] else ""),
+                   num(stats["mean_cosine"]), num(stats["worst_cosine"]), num(stats["mean_rel_l2"]),
+                   num(stats["mean_seconds"], 2), *(num(mean([v[name] for v in measured])) for name in names)]
+        config = "<br>".join(html.escape(line) for line in config_summary(run.config))
+        numbers = "".join(f'<td class="num">{n}</td>' for n in numbers)
+        rows.append(f"<tr><td>{html.escape(run.label)}</td><td>{html.escape(str(run.path))}</td>"
+                    f'<td class="config">{config}</td>{numbers}</tr>')
+    return (f"<h2>Runs</h2><p>Over the generations of the {len(report.targets)} target(s) shown; diversity: the mean "
+            f"over targets with two or more generations.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def histogram(report: Report) -> str:
+    """The cosines of each compared run (the baseline's are in the table: they would squeeze the others)."""
+    from matplotlib.figure import Figure
+    compared = report.runs[:-1] if report.baseline else report.runs
+    values = {run.label: [line["cosine"] for line in run_lines(report, i) if ok(line) and "cosine" in line]
+              for i, run in enumerate(compared)}
+    every = [v for vs in values.values() for v in vs]
+    if not every:
+        return ""
+    lo, hi = min(every), max(every)
+    bins = np.linspace(lo - 1e-3 * (lo == hi), hi + 1e-3 * (lo == hi), 31)
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.subplots()
+    for label, vs in values.items():
+        ax.hist(vs, bins=bins, histtype="step", linewidth=1.5, label=label)
+    ax.set(xlabel="cosine to target", ylabel="generations")
+    ax.legend(fontsize=8)
+    return f'<h2>Cosine to target</h2><img src="{figure_uri(fig)}" alt="histogram of cosines per run">'
+
+
+def trajectory_plot(report: Report, index: int) -> str:
+    """Cosine and loss against guided iteration for every generation (thin), their mean (thick) and where each
+    generation's best image was found (triangles)."""
+    from matplotlib.figure import Figure
+    run = report.runs[index]
+    found = [(run.trajectories[key], line.get("best_step")) for line in run_lines(report, index)
+             if (key := (line["id"], line.get("sample", 0))) in run.trajectories]
+    if not found:
+        return f"<p>{html.escape(run.label)}: no trajectories (no trajectories.jsonl of this version).</p>"
+    fig = Figure(figsize=(11, 2.8))
+    for ax, name in zip(fig.subplots(1, 2), ("cosine", "loss")):
+        series = [np.asarray(t[name], dtype=float) for t, _ in found]
+        for s in series[:MAX_CURVES]:
+            ax.plot(s, linewidth=0.6, alpha=0.35, color="C0")
+        padded = np.full((len(series), max(len(s) for s in series)), np.nan)
+        for row, s in zip(padded, series):
+            row[: len(s)] = s
+        ax.plot(np.nanmean(padded, axis=0), linewidth=2, color="C3", label="mean")
+        best = [(i, t[name][i]) for t, step in found if (i := best_iteration(t, step)) is not None]
+        if best:
+            ax.scatter(*zip(*best), marker="v", s=16, color="k", zorder=3, label="best image")
+        if name == "loss" and np.nanmin(padded) > 0:
+            ax.set_yscale("log")
+        ax.set(title=f"{run.label}: {name}", xlabel="guided iteration")
+        ax.legend(fontsize=8)
+    return f'<img src="{figure_uri(fig)}" alt="trajectories of {html.escape(run.label)}">'
+
+
+def html_page(report: Report) -> str:
+    notes = ("<ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>"
+             if report.notes else "")
+    trajectories = "".join(trajectory_plot(report, i) for i in range(len(report.runs)))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>lit_featinv report</title>'
+            f"<style>{CSS}</style></head><body><h1>lit_featinv report</h1>{notes}{summary_table(report)}"
+            f"{targets_table(report)}{histogram(report)}<h2>Trajectories</h2>{trajectories}</body></html>\n")

@@ -1,0 +1,83 @@
+"""``lit-featinv report RUN_DIR [RUN_DIR ...]``: runs on the same targets side by side in one self-contained HTML
+page (:mod:`lit_featinv.analysis.page`), and a PNG contact sheet with ``--sheet``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..analysis.page import html_page
+from ..analysis.reading import Run, load_extractor, load_run
+from ..analysis.report import TILE, build, contact_sheet
+from ..errors import ConfigError
+
+PREFIX = "lit-featinv report"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PREFIX, description="Runs on the same targets side by side, in one "
+                                     "self-contained HTML page (and a PNG contact sheet).")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by lit-featinv predict")
+    parser.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    parser.add_argument("--sheet", help="also write a PNG contact sheet here")
+    parser.add_argument("--baseline", metavar="RUN_DIR", help="an unguided run of the same targets, in its own column")
+    parser.add_argument("--extractor", nargs="+", action="extend", default=[], metavar="CONFIG.yaml",
+                        help="feature extractors ({class_path, init_args}) to measure diversity in")
+    parser.add_argument("--label", nargs="+", action="extend", metavar="NAME", help="one name per RUN_DIR")
+    parser.add_argument("--tile", type=int, default=TILE, help=f"tile height in px (default {TILE})")
+    return parser.parse_args(argv)
+
+
+def default_labels(paths: list[str]) -> list[str]:
+    """Folder names; the paths as given where two share a name."""
+    names = [Path(p).resolve().name or str(p) for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def load_runs(args: argparse.Namespace) -> tuple[list[Run], Run | None, list[str]]:
+    """The runs that can be read, the baseline, and a line for each one left out."""
+    labels = args.label or default_labels(args.runs)
+    if len(labels) != len(args.runs):
+        raise ConfigError("report.label", f"{len(labels)} label(s) for {len(args.runs)} run folder(s); give one each")
+    runs, notes, baseline = [], [], None
+    for path, label in zip(args.runs, labels):
+        try:
+            runs.append(load_run(path, label))
+        except ConfigError as err:
+            notes.append(str(err))
+    if args.baseline:
+        try:
+            baseline = load_run(args.baseline, "baseline", key="report.baseline")
+        except ConfigError as err:
+            notes.append(str(err))
+    return runs, baseline, notes
+
+
+def make_report(argv: list[str] | None = None) -> None:
+    """Write the report; a line per input problem (stderr, and on the page); exit status 1 only if no run can be
+    shown."""
+    args = parse_args(argv)
+    try:
+        if args.tile < 8:
+            raise ConfigError("report.tile", f"{args.tile} px is too small; give 8 or more")
+        extractors = dict(load_extractor(path) for path in args.extractor)
+        runs, baseline, notes = load_runs(args)
+    except ConfigError as err:
+        raise SystemExit(f"{PREFIX}: error: {err}") from None
+    if not runs and baseline is not None:
+        runs, baseline = [baseline], None
+    if not runs:
+        for note in notes:
+            print(f"{PREFIX}: {note}", file=sys.stderr)
+        raise SystemExit(f"{PREFIX}: error: report.runs: no run folder could be read; nothing written")
+    report = build(runs, baseline, extractors, args.tile, notes)
+    for note in report.notes:
+        print(f"{PREFIX}: {note}", file=sys.stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html_page(report), encoding="utf-8")
+    print(f"{PREFIX}: wrote {out.resolve()}")
+    if args.sheet:
+        Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet(report).save(args.sheet)
+        print(f"{PREFIX}: wrote {Path(args.sheet).resolve()}")

@@ -1,0 +1,11 @@
+"""The frozen networks: diffusion priors (denoiser, scheduler, decoder), feature extractors with their own
+preprocessing, and the loading of their weights. Nothing here knows the guidance or a run."""
+from ..lazy import exports
+
+__all__, __getattr__, __dir__ = exports(__name__, {
+    "priors": ["DiffusionPrior", "LatentDiffusionPrior", "StableDiffusionPrior", "decode_latents", "encode_prompt",
+               "load_scheduler"],
+    "extractors": ["FeatureExtractor", "TimmExtractor", "ModuleExtractor", "OpenClipExtractor", "TorchvisionExtractor"],
+    "preprocess": ["Preprocess"],
+    "loading": ["load_pretrained", "load_state_dict"],
+})

@@ -1,0 +1,180 @@
+"""Every shipped preset runs end to end through ``lit-featinv predict`` on tiny models: the preset file itself, with
+only its model sources swapped for tiny local ones that carry the real models' scheduler configs (and, to keep it
+fast, fewer early-step iterations and one target), over all of its steps."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, ZOO, save_pixel_prior, save_timm, write_images
+from lit_featinv import FeatureInversion
+from lit_featinv.app.cli import main
+
+PRESETS = sorted(p.relative_to(ROOT / "configs").as_posix()[:-5] for p in (ROOT / "configs").rglob("*.yaml"))
+EARLY_RECURRENCE = 2  # instead of the paper's 1000 for the first steps
+
+
+@pytest.fixture(scope="module")
+def tiny_sources(tmp_path_factory, sd_prior, open_clip_name, latent_prior):
+    """Tiny stand-ins for each preset's model sources; the zoo stand-ins carry the zoo models' scheduler configs."""
+    folder = tmp_path_factory.mktemp("tiny_sources")
+    pixel = save_pixel_prior(folder / "pixel")
+    latent = shutil.copytree(latent_prior, folder / "latent")
+    for tiny, zoo in ((pixel, "fmnist-ddpm"), (latent, "fmnist-ldm")):
+        shutil.copy(ZOO / zoo / "scheduler" / "scheduler_config.json", tiny / "scheduler" / "scheduler_config.json")
+    return {
+        "CompVis/stable-diffusion-v1-4": str(sd_prior),  # SD 1.x's own scheduler config (steps_offset 1, PNDM)
+        "assets/zoo/fmnist-ddpm": str(pixel), "assets/zoo/fmnist-ldm": str(latent),
+        "local-dir:assets/zoo/fmnist-resnet10t": f"local-dir:{save_timm(folder / 'resnet', 'test_resnet')}",
+        "local-dir:assets/zoo/fmnist-vit-tiny": f"local-dir:{save_timm(folder / 'vit', 'test_vit', img_size=16, patch_size=4)}",
+        "RN50-quickgelu": open_clip_name, "resnet50": "tiny_resnet", "vit_h_14": "tiny_vit",  # (tests/conftest.py)
+    }
+
+
+def tiny_overrides(preset: dict, sources: dict, images) -> dict:
+    """The preset's model sources -> tiny local ones (weights of the hub models: none); nothing else changes but the
+    early recurrence, the targets (the first one; a preset's constructed targets or feature files stay) and the
+    device."""
+    model = preset["model"]["init_args"]
+    prior, extractor = model["prior"]["init_args"], model["extractor"]["init_args"]
+    sources = sources | {key.replace("assets/", up + "assets/"): tiny for key, tiny in sources.items()
+                         for up in ("../", "../../")}  # the zoo as the presets name it: relative to the file
+    tiny_extractor = {"model_name": sources[extractor["model_name"]]}
+    if "weights" in extractor:  # torchvision: the tiny models take 32 px; the rest of the preprocessing stays
+        tiny_extractor |= {"weights": None, "preprocess": {**(extractor.get("preprocess") or {}), "resize": 32,
+                                                           "crop": 32}}
+    if "pretrained" in extractor:  # open_clip weight tag
+        tiny_extractor["pretrained"] = None
+    init_args = {"prior": {"init_args": {"pretrained": sources[prior["pretrained"]]}},
+                 "extractor": {"init_args": tiny_extractor}, "progress": False}
+    if model.get("early_steps"):
+        init_args["early_recurrence"] = EARLY_RECURRENCE
+    trainer = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    if model["num_inference_steps"] * model["recurrence"] > 1000:  # on the CPU bf16 is 1.5x slower than float32:
+        trainer["precision"] = "32-true"                           # the long runs in float32, the fast ones as set
+    data = {"limit": 1, "batch_size": 1}
+    if not {"constructed", "features"} & set(preset["data"]["init_args"]):  # targets from the preset's own files
+        data["images"] = str(images)                                        # (constructed, feature files): kept
+    return {"model": {"init_args": init_args}, "data": {"init_args": data}, "trainer": trainer}
+
+
+def expected_nfe(model: dict) -> int:
+    steps, early = model["num_inference_steps"], model.get("early_steps", 0)
+    return early * EARLY_RECURRENCE + (steps - early) * model["recurrence"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, monkeypatch):
+    preset = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    write_images(tmp_path / "targets", count=1, size=40, mode="RGB")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_overrides(preset, tiny_sources, tmp_path / "targets")))
+    monkeypatch.chdir(tmp_path)  # the presets' paths are relative to the preset file: any folder runs them
+    seen = []
+    guided_output = FeatureInversion.guided_output
+
+    def recording(self, scheduler, sample, t, *args, **kwargs):
+        seen.append(float(t))
+        return guided_output(self, scheduler, sample, t, *args, **kwargs)
+    monkeypatch.setattr(FeatureInversion, "guided_output", recording)
+    main(["predict", "--config", name, "--config", str(tmp_path / "tiny.yaml"),  # a preset by name
+          "--writer.output_dir", str(tmp_path / "out"), "--trainer.default_root_dir", str(tmp_path)])
+
+    model = preset["model"]["init_args"]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == model.get("samples_per_target", 1)
+    assert all(r["nfe"] == expected_nfe(model) and np.isfinite(r["cosine"]) for r in rows)
+    steps = [t for i, t in enumerate(seen) if i == 0 or t != seen[i - 1]]
+    assert len(steps) == len(set(steps)) == model["num_inference_steps"]  # every step once, in decreasing order
+    assert steps == sorted(steps, reverse=True) and 0 <= steps[-1] and steps[0] <= 999
+    if model["num_inference_steps"] == 1000:  # the authors' schedule: 999..0
+        assert steps[0] == 999 and steps[-1] == 0
+    for r in rows:  # the best image, as saved, is never worse (by model.loss) than the final one (float noise)
+        assert r["best_loss"] <= r["loss"] + 1e-5 * abs(r["loss"])
+
+
+@pytest.mark.parametrize("scheduler, override, message", [
+    ("diffusers.DDPMScheduler", {"timestep_spacing": "leading"},
+     "DDPMScheduler with 1000 steps (timestep_spacing 'leading', steps_offset 1) gives timestep 1000, outside the "
+     "model's 0..999; set timestep_spacing: trailing (or steps_offset: 0) there"),
+    ("diffusers.HeunDiscreteScheduler", {}, "repeats timesteps"),
+])
+def test_a_bad_schedule_stops_before_any_model_is_loaded(tiny_sources, tmp_path, monkeypatch, scheduler, override,
+                                                         message):
+    """SD 1.x's real scheduler config with "leading" spacing (diffusers' default) gives 1000..1: one line naming
+    the key, before the UNet, VAE or network is loaded."""
+    import lit_featinv.models.priors
+    import lit_featinv.models.extractors
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("a model was loaded before the schedule was checked")
+    monkeypatch.setattr(lit_featinv.models.priors.AutoModel, "from_pretrained", no_model_work)
+    monkeypatch.setattr(lit_featinv.models.extractors.Preprocess, "with_overrides", no_model_work)
+    preset = yaml.safe_load((ROOT / "configs" / "paper" / "resnet50.yaml").read_text())
+    overrides = tiny_overrides(preset, tiny_sources, tmp_path)
+    overrides["model"]["init_args"]["prior"]["init_args"] |= {"scheduler": scheduler, "scheduler_config": override}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overrides))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--config", str(ROOT / "configs" / "paper" / "resnet50.yaml"), "--config",
+              str(tmp_path / "tiny.yaml")])
+    text = str(stop.value)
+    assert text.startswith("lit-featinv: error: model.prior.scheduler_config: ") and message in text
+    assert "\n" not in text
+    if scheduler == "diffusers.DDPMScheduler":  # the README shows this line
+        assert f"\n{text}\n" in (ROOT / "README.md").read_text()
+
+
+def test_presets_lists_every_preset_with_what_it_does(capsys):
+    from lit_featinv.app.console import main as console
+    console(["presets"])
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines if line and not line.startswith("run one")}
+    assert sorted(listed) == PRESETS and all(len(summary) > 20 for summary in listed.values())
+
+
+def test_paths_in_a_config_file_are_relative_to_it(pixel_prior, timm_dir, tmp_path, monkeypatch):
+    """Inputs are found beside the config file, from any folder; what is not there stays as given (hub ids, paths
+    relative to the current folder), and outputs stay relative to the current folder."""
+    from conftest import cli_config
+    from lit_featinv import config as presets
+
+    experiment = tmp_path / "experiment"
+    write_images(experiment / "targets", count=1)
+    shutil.copytree(pixel_prior, experiment / "prior")
+    np.save(experiment / "rows.npy", np.zeros((4, 3), dtype="float32"))
+    config = cli_config(experiment / "prior", timm_dir, experiment / "targets", num_inference_steps=1, recurrence=1)
+    config["model"]["init_args"]["prior"]["init_args"]["pretrained"] = "prior"
+    config["data"]["init_args"]["images"] = "targets"
+    config["trainer"]["default_root_dir"] = "runs/here"
+    (experiment / "run.yaml").write_text(yaml.safe_dump(config))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["predict", "--config", str(experiment / "run.yaml")])
+    assert len((elsewhere / "runs" / "here" / "metrics.jsonl").read_text().splitlines()) == 2
+    saved = yaml.safe_load((elsewhere / "runs" / "here" / "config.yaml").read_text())
+    assert saved["data"]["init_args"]["images"] == str(experiment / "targets")
+    assert saved["model"]["init_args"]["prior"]["init_args"]["pretrained"] == str(experiment / "prior")
+    resolve = lambda value: presets.resolve(value, experiment)  # noqa: E731
+    assert resolve("local-dir:prior") == f"local-dir:{experiment / 'prior'}"
+    assert resolve("rows.npy[3]") == f"{experiment / 'rows.npy'}[3]"
+    assert resolve("CompVis/stable-diffusion-v1-4") == "CompVis/stable-diffusion-v1-4"
+    assert resolve("not/here") == "not/here" and resolve(0.5) == 0.5 and resolve("a b") == "a b"
+
+
+def test_a_class_path_in_the_current_folder_is_found_by_the_console_script(pixel_prior, timm_dir, tmp_path):
+    import subprocess
+    script = shutil.which("lit-featinv")
+    if script is None:
+        pytest.skip("lit-featinv is not installed")
+    from conftest import cli_config
+    (tmp_path / "mymodule.py").write_text("from lit_featinv import FeatureInversion\n\n\n"
+                                          "class MyInversion(FeatureInversion):\n    pass\n")
+    config = cli_config(pixel_prior, timm_dir, tmp_path)
+    config["model"]["class_path"] = "mymodule.MyInversion"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([script, "predict", "--config", "run.yaml", "--print_config"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert yaml.safe_load(done.stdout)["model"]["class_path"] == "mymodule.MyInversion"
