@@ -154,3 +154,14 @@ def test_images_mixing_sizes_in_a_folder_are_fine(decoder, tmp_path):
     write_images(tmp_path / "a", count=1, size=16)
     write_images(tmp_path / "a" / "b", count=1, size=20)
     assert [m["status"] for m in decoder(images=str(tmp_path / "a")).metrics] == ["ok", "ok"]
+
+
+def test_the_old_keyword_backbone_is_one_line_naming_prior(pixel_prior, timm_dir):
+    from lit_featinv import DiffusionPrior, FeatureInversion, TimmExtractor
+    from lit_featinv.errors import ConfigError
+    prior, extractor = DiffusionPrior(str(pixel_prior)), TimmExtractor(f"local-dir:{timm_dir}")
+    with pytest.raises(ConfigError, match=r"^backbone was renamed prior: FeatureInversion\(prior=\.\.\.\)$"):
+        FeatureInversion(backbone=prior, extractor=extractor)
+    with pytest.raises(ConfigError, match=r"^backbone was renamed prior: FeatureInversion.from_config\(prior=\.\.\.\)$"):
+        FeatureInversion.from_config("quickstart", backbone={"class_path": "lit_featinv.DiffusionPrior"})
+    assert FeatureInversion(prior=prior, extractor=extractor, progress=False).prior is prior

@@ -226,3 +226,32 @@ def test_a_feature_target_gets_a_labelled_tile_in_its_grid(tmp_path, pixel_prior
     assert grid.shape[-2:] == (14 + 96 + 14, 3 * 96 + 2 * 2)
     placeholder = grid[:, 14:14 + 96, :96]
     assert (placeholder == 230 / 255).float().mean() > 0.8 and (placeholder < 0.5).any()  # grey, with its text
+
+
+@pytest.mark.parametrize("where", ["file", "text", "flag"])
+def test_the_old_key_backbone_stops_in_one_line_before_anything_loads(where, tmp_path, pixel_prior, timm_dir,
+                                                                       image_dir, monkeypatch):
+    """``model.backbone`` was renamed ``model.prior``: a config file, a config given as text or a flag that still says
+    backbone stops at start-up with one line naming the new key; no model is loaded."""
+    import lit_featinv.models.priors
+    monkeypatch.setattr(lit_featinv.models.priors.AutoModel, "from_pretrained",
+                        lambda *a, **k: pytest.fail("a model was loaded"))
+    config = cli_config(pixel_prior, timm_dir, image_dir)
+    old = {"backbone" if key == "prior" else key: value for key, value in config["model"]["init_args"].items()}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(config | {"model": {**config["model"], "init_args": old}}))
+    args = {"file": ["--config", str(tmp_path / "old.yaml")],
+            "text": ["--config", yaml.safe_dump(config | {"model": {**config["model"], "init_args": old}})],
+            "flag": ["--config", "quickstart", "--model.init_args.backbone.init_args.pretrained", str(pixel_prior)]}
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", *args[where]])
+    text = str(stop.value)
+    assert text.startswith("lit-featinv: error: model.backbone was renamed model.prior: ") and "\n" not in text
+    assert ("--model.init_args.prior.init_args.pretrained" if where == "flag" else "write prior: for backbone:") in text
+
+
+def test_the_old_key_exits_1_from_the_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "lit_featinv", "predict", "--config", "quickstart",
+                           "--model.init_args.backbone.init_args.scheduler", "diffusers.DDPMScheduler"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
+        "lit-featinv: error: model.backbone was renamed model.prior")
