@@ -78,14 +78,14 @@ def main():
 
 
 def presets(tree: Path, out: Path) -> None:
-    """Every preset on the tiny models, as tests/test_presets.py runs them (one process, tiny models built once)."""
+    """Every preset on the tiny models, as the preset test (test_presets.py) runs them (one process, tiny models built once)."""
     import shutil
 
     import torch
     import yaml
     torch.set_num_threads(1)
     sys.path.insert(0, str(tree / "tests"))
-    sys.path.insert(0, str(tree / "tests" / "app"))  # tests/app/test_presets.py (tests/test_presets.py before)
+    sys.path.insert(0, str(tree / "tests" / "app"))  # where test_presets.py is since the layout of issue 18
     import conftest
     import test_presets
     from conftest import save_pixel_prior, save_stable_diffusion, save_timm, write_images

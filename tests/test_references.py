@@ -3,7 +3,8 @@ import re
 
 from conftest import ROOT
 
-TEXTS = [p for p in ROOT.rglob("*") if p.is_file() and not {".git", "runs", "build", "dist"} & set(p.parts)
+OUTSIDE = {".git", "runs", "build", "dist"}  # top-level folders that are not the repository's texts
+TEXTS = [p for p in ROOT.rglob("*") if p.is_file() and p.relative_to(ROOT).parts[0] not in OUTSIDE
          and not any(part.endswith(".egg-info") for part in p.parts)
          and (p.suffix in (".md", ".py", ".yaml", ".ipynb", ".toml") or p.parent.name == ".ci")]
 # a path inside the repository: starts with one of its top-level folders; globs and placeholders are skipped
