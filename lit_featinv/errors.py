@@ -3,6 +3,9 @@ libraries it calls raise: every command prints a bad input as one line, ``KEY: w
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
+import inspect
 import re
 
 
@@ -32,8 +35,28 @@ def parse_error(err: argparse.ArgumentError) -> str:
     key = ".".join(keys) or "config"
     if problem and not problem[-1][1].strip().startswith("Parser key"):  # a class that cannot be imported or built
         path, reason = problem[-1]
-        return f"{key}: cannot use class_path {path!r}: {reason.strip()}"
+        unknown = re.match(r"Option '([^']+)' is not accepted", reason.strip())
+        hint = did_you_mean(unknown[1], parameters(path)) if unknown else ""
+        return f"{key}: cannot use class_path {path!r}: {reason.strip()}{hint}"
     return f"{key}: {lines[-1]}" if keys and lines else " ".join(text.split())
+
+
+def did_you_mean(name: str, known) -> str:
+    """``; did you mean 'KEY'?`` where one known key is close to a mistyped ``name`` (its last part compared with
+    those of the keys under the same prefix: ``--trainer.devicez`` -> ``--trainer.devices``); else nothing."""
+    prefix, _, leaf = name.rpartition(".")
+    leaves = {key.rpartition(".")[2]: key for key in known if key.rpartition(".")[0] == prefix}
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+    return f"; did you mean {leaves[close[0]]!r}?" if close else ""
+
+
+def parameters(class_path: str) -> list[str]:
+    """The parameter names of a class named by its import path (none when it cannot be imported)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
 
 
 def config_error(err: BaseException) -> ConfigError | None:

@@ -18,7 +18,7 @@ from .method.guidance import Guidance, UNetGradient
 from .method.loop import Iteration, reverse_loop
 from .method.losses import FeatureLoss, SquaredL2
 from .method.measure import metrics, to_uint8, track_best
-from .method.records import BestImage, Trajectory
+from .method.records import BestImage, Trajectory, defined
 from .method.sampling import check_timesteps, fork, generators, sample_seed
 from .method.targets import check_feature_size, check_text_targets, target_features
 from .models.extractors import FeatureExtractor
@@ -64,7 +64,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         stop_cosine: a generation whose estimate (as saved) reaches this cosine to its target stops there: that
             estimate is its final image, and it leaves the batch (null: every generation runs every step). For
             matching losses: a maximisation objective (:class:`~lit_featinv.Activation`) has no cosine to reach.
-        progress: show a progress bar over the steps of each batch.
+        progress: show a progress bar over the steps of each batch (on stderr; not under a Trainer whose progress bar
+            is off: ``trainer.enable_progress_bar: false`` turns every bar off).
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
     Trainer's precision; so are targets and the reported metrics.
@@ -181,7 +182,9 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         def after_step(sample, rows, step):
             return self.drop_nonfinite(sample, failed, step, rows)
 
-        bar = partial(tqdm, desc="guided steps", leave=False, disable=not self.progress or self.global_rank != 0)
+        trainer = self._trainer  # a Trainer without its progress bar (enable_progress_bar: false) shows none of ours
+        shown = self.progress and self.global_rank == 0 and (trainer is None or trainer.progress_bar_callback is not None)
+        bar = partial(tqdm, desc="guided steps", leave=False, disable=not shown)
         sample, rows = reverse_loop(guided, scheduler, sample, gens, self.iterations_at, self.guidance.weight,
                                     on_iteration, after_step, eta=self.eta, progress=bar)
         if len(rows):
@@ -227,6 +230,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         final, best = to_uint8(out["image"]), out["best_image"]
         scores, best_scores = (metrics(self.extractor, self.loss, images, expanded) for images in (final, best))
         seconds = (time.perf_counter() - start) / len(rows)
+        target_images = [None if image is None else to_uint8(image[None])[0] for image in batch["image"]]  # as saved
         for r, (n, j) in enumerate(rows):
             failed_step = int(out["failed_step"][r])
             record = {"id": batch["id"][n], "sample": j, "seed": seeds[r], "source": batch["source"][n],
@@ -235,16 +239,14 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             if failed_step >= 0:
                 records.append(record | {"failed_step": failed_step, "metrics": {"nfe": nfe}})
                 continue
-            values = {k: float(v[r]) for k, v in scores.items()}
-            values |= {f"best_{k}": float(v[r]) for k, v in best_scores.items()}
+            values = {k: defined(float(v[r])) for k, v in scores.items()}
+            values |= {f"best_{k}": defined(float(v[r])) for k, v in best_scores.items()}
             values |= {"best_step": int(out["best_step"][r]), "nfe": nfe,
                        "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3)}
             if int(out["stop_step"][r]) >= 0:
                 values["stop_step"] = int(out["stop_step"][r])
-            target_image = batch["image"][n]
             records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": values,
-                                     "trajectory": out["trajectory"][r],
-                                     "target_image": None if target_image is None else to_uint8(target_image[None])[0]})
+                                     "trajectory": out["trajectory"][r], "target_image": target_images[n]})
         return records
 
     def setup(self, stage: str) -> None:

@@ -2,13 +2,18 @@
 ``from_pretrained`` / ``local-dir:`` paths: no network, no GPU."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
@@ -295,3 +300,55 @@ def register_tiny_torchvision() -> None:
 
 
 register_tiny_torchvision()
+
+
+# ---- runs of the command in another process, and their run folders ----------------------------------------------
+def command(cfg: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lit_featinv", "predict", "--config", str(cfg), "--trainer.default_root_dir",
+            str(out), *extra]
+
+
+def start(cfg: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(command(cfg, out, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def lines(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for_lines(proc: subprocess.Popen, out: Path, count: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while len(lines(out)) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the run wrote nothing"
+        time.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def snapshot(out: Path) -> dict:
+    """Every output file's bytes, each metrics line without its timing, and each generation's (last) trajectory
+    line (lines are in the order ranks and resumes wrote them)."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+             if p.is_file() and p.name not in ("metrics.jsonl", "trajectories.jsonl", ".lock", "config.yaml")}
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["trainer"].pop("default_root_dir") == str(out)  # differs between folders
+    config["writer"].pop("overwrite")  # how it was started
+    rows = sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in lines(out))
+    trajectories = {(r["id"], r["sample"]): r for r in map(json.loads, (out / "trajectories.jsonl").read_text().splitlines())}
+    trajectories = sorted(json.dumps(r, sort_keys=True) for r in trajectories.values())
+    return {"files": files, "rows": rows, "trajectories": trajectories, "config": config}
+
+
+def assert_same(run: dict, expected: dict, config: bool = True) -> None:
+    """The same files with the same bytes, the same metrics lines and (``config``) config.yaml; names what differs."""
+    assert sorted(run["files"]) == sorted(expected["files"])
+    assert [name for name in expected["files"] if run["files"][name] != expected["files"][name]] == []
+    assert run["rows"] == expected["rows"] and run["trajectories"] == expected["trajectories"]
+    assert run["config"] == expected["config"] or not config

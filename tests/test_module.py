@@ -202,3 +202,16 @@ def test_flat_pixel_repository_loads_with_null_subfolders(pixel_prior, offline_h
     z = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(prior.denoise(z, torch.tensor(10)), reference.denoise(z, torch.tensor(10)))
+
+
+def test_a_nan_first_candidate_does_not_stay_best():
+    """``loss < NaN`` is never true: a NaN first candidate is replaced by the first later one with a number; a NaN
+    later candidate never replaces a number."""
+    best = BestImage()
+    images = [torch.full((2, 1, 2, 2), v, dtype=torch.uint8) for v in (1, 2, 3)]
+    rows = torch.arange(2)
+    best.update(images[0], torch.tensor([float("nan"), 1.0]), 0, rows)
+    best.update(images[1], torch.tensor([5.0, float("nan")]), 1, rows)
+    best.update(images[2], torch.tensor([6.0, 2.0]), 2, rows)
+    assert best.step.tolist() == [1, 0] and best.loss.tolist() == [5.0, 1.0]
+    assert best.image[0].eq(2).all() and best.image[1].eq(1).all()

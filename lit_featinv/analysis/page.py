@@ -104,7 +104,7 @@ def run_cell(report: Report, index: int, target: str, vmax: float) -> str:
         parts.append(figure_html(tile(heat(cell.variation["std"], vmax), height), f"std map{measured}", height,
                                  "per-pixel standard deviation across the generations"))
     curves = [run.trajectories.get((line["id"], line.get("sample", 0))) for line in cell.lines]
-    parts.append(sparkline([c["cosine"] for c in curves if c], height))
+    parts.append(sparkline([[v for v in c["cosine"] if v is not None] for c in curves if c], height))
     return f'<td><div class="gens">{"".join(parts)}</div></td>'
 
 
@@ -150,7 +150,8 @@ def histogram(report: Report) -> str:
     """The cosines of each compared run (the baseline's are in the table: they would squeeze the others)."""
     from matplotlib.figure import Figure
     compared = report.runs[:-1] if report.baseline else report.runs
-    values = {run.label: [line["cosine"] for line in run_lines(report, i) if ok(line) and "cosine" in line]
+    values = {run.label: [line["cosine"] for line in run_lines(report, i)
+                          if ok(line) and line.get("cosine") is not None]  # null: no cosine (an all-zero target)
               for i, run in enumerate(compared)}
     every = [v for vs in values.values() for v in vs]
     if not every:

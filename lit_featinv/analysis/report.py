@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from ..method.measure import to_uint8
 from ..runs.folder import ok
-from ..runs.images import load_image, text_tile, tile as view_tile
+from ..runs.images import font, load_image, text_tile, tile as view_tile
 from .diversity import variation
 from .reading import Run, load_generations
 
@@ -139,7 +139,7 @@ def contact_sheet(report: Report) -> Image.Image:
     sheet = Image.new("RGB", (x - GAP, HEADER + len(targets) * (height + PAD) - PAD * bool(targets)), "white")
     draw = ImageDraw.Draw(sheet)
     for label, rows, left, slot in layout:
-        draw.text((left + 2, 4), label, fill="black")
+        draw.text((left + 2, 4), label, fill="black", font=font())
         for r, row in enumerate(rows):
             for s, img in enumerate(row):
                 sheet.paste(img, (left + s * (slot + PAD) + (slot - img.width) // 2, HEADER + r * (height + PAD)))

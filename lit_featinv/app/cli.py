@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import warnings
 from functools import partial
@@ -17,13 +19,13 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..config import import_object
-from ..errors import config_error, parse_error
+from ..errors import config_error, did_you_mean, parse_error
 from ..method.sampling import check_timesteps
 from ..models.priors import DiffusionPrior, load_scheduler
 from ..module import FeatureInversion
 from ..runs.data import TargetData
 from ..runs.folder import RunFolder, first_process
-from ..runs.signals import StopRequested
+from ..runs.signals import NOTHING_YET, STOP, StopRequested
 from ..runs.writer import InversionWriter
 from . import presets, threads
 from .helptext import short_help
@@ -58,7 +60,15 @@ class FeatInvCLI(LightningCLI):
         elif "predict" in self._subcommand_parsers:
             predict = self._subcommand_parsers["predict"]
             predict.format_help = partial(short_help, predict, parser.description)
-        super().parse_arguments(parser, args)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as err:  # an unknown option: the closest known one, when one is close
+            unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", str(err))
+            known = [o for p in (self._subcommand_parsers.get("predict"), parser) if p for o in p._option_string_actions]
+            hint = did_you_mean(unknown[1], known) if unknown else ""
+            if not hint:
+                raise
+            raise argparse.ArgumentError(None, f"{err}{hint}") from None
 
     latest: "FeatInvCLI | None" = None  # the CLI of this process, for main()'s last line
 
@@ -86,19 +96,19 @@ class FeatInvCLI(LightningCLI):
             self.run_folder.record(self.config_text)
 
     def instantiate_trainer(self, **kwargs):
-        """Lightning's text progress bar unless the config picks one: its rich bar (the default when rich is
-        installed) proxies stderr, and under Jupyter that proxy recurses with the steps' bar (RecursionError)."""
+        """Lightning's text progress bar (on stderr) unless the config picks one: its rich bar (the default when rich
+        is installed) proxies stderr, and under Jupyter that proxy recurses with the steps' bar (RecursionError)."""
         trainer = self._get(self.config_init, "trainer", default={})
         chosen = trainer.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in chosen):
-            kwargs["callbacks"] = [*chosen, TQDMProgressBar()]
+            kwargs["callbacks"] = [*chosen, StderrProgressBar()]
         return super().instantiate_trainer(**kwargs)
 
     def progress(self) -> str:
         """"N of M generations done in FOLDER"."""
         done = len(self.run_folder.done())
-        items = getattr(self.datamodule, "items", None)
+        items = getattr(getattr(self, "datamodule", None), "items", None)
         total = f" of {len(items) * self.model.samples_per_target}" if items is not None else ""
         return f"{done}{total} generations done in {self.run_folder.path}"
 
@@ -106,6 +116,15 @@ class FeatInvCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         parser.set_defaults({"return_predictions": False})  # images go to disk, not into memory
         return parser
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's text bar on stderr, beside the steps' bar (it writes to stdout): stdout keeps the summary lines,
+    readable in a log."""
+
+    def init_predict_tqdm(self):
+        with contextlib.redirect_stdout(sys.stderr):  # Lightning's bar takes sys.stdout as it is made
+            return super().init_predict_tqdm()
 
 
 def check_before_loading(config) -> None:
@@ -128,31 +147,61 @@ def check_before_loading(config) -> None:
 
 
 def main(args=None) -> None:
-    """Console entry point: config errors end in one line naming the key; a stop signal in one line saying what is
-    done (exit 128 + signal number); a run with failed generations exits 1; other errors keep their traceback."""
+    """Console entry point: config errors end in one line naming the key; a stop signal, at any moment, in one line
+    saying what is done (exit 128 + signal number); a run with failed generations exits 1; other errors keep their
+    traceback. The run folder's lock is released on every way out."""
+    FeatInvCLI.latest = None
+    owned = STOP.install()  # from here on a signal stops the run (at once until the guided loop defers it)
     try:
-        cli = run(args)
-    except argparse.ArgumentError as err:  # a key or class the config parser cannot take
-        raise SystemExit(f"lit-featinv: error: {parse_error(err)}") from None
+        cli = explained(run, args)
     except StopRequested as stop:
-        cli = FeatInvCLI.latest
+        settle(FeatInvCLI.latest)
         if first_process():
-            print(f"lit-featinv: {stop}: {cli.progress()}; rerun the same command to resume", file=sys.stderr)
+            print(f"lit-featinv: {stop}: {progress(FeatInvCLI.latest)}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
-    except Exception as err:
-        root = config_error(err)
-        if root is None:
-            raise
-        raise SystemExit(f"lit-featinv: error: {root}") from err
     finally:
         if FeatInvCLI.latest is not None and hasattr(FeatInvCLI.latest, "run_folder"):
             FeatInvCLI.latest.run_folder.release()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # else gloo's threads abort the exit at times (pytorch#190489)
+        if owned:
+            STOP.end(process_ends=args is None)  # called with args: in a process that goes on
     summary = next((c.summary for c in cli.trainer.callbacks if isinstance(c, InversionWriter)), None)
     if summary and (summary["failed"] or summary["unreadable"]):
         raise SystemExit(f"lit-featinv: {summary['failed']} generation(s) failed and {len(summary['unreadable'])} "
                          f"target image(s) were unreadable (above); the rest is written")
+
+
+def explained(job, args):
+    """``job(args)``, with a config error or one the config parser raises as one line (SystemExit)."""
+    try:
+        return job(args)
+    except argparse.ArgumentError as err:  # a key or class the config parser cannot take
+        raise SystemExit(f"lit-featinv: error: {parse_error(err)}") from None
+    except Exception as err:
+        root = config_error(err)
+        if root is None:
+            raise
+        raise SystemExit(f"lit-featinv: error: {root}") from err
+
+
+def settle(cli: FeatInvCLI | None, timeout: float = 10.0) -> None:
+    """After a stop, wait for the processes that this one's launcher started (DDP ranks; they had the signal too) and
+    kill those still running then (one waiting in a collective for this one), so that the stop's line comes last."""
+    launcher = getattr(getattr(getattr(cli, "trainer", None), "strategy", None), "launcher", None)
+    for proc in getattr(launcher, "procs", None) or []:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def progress(cli: FeatInvCLI | None) -> str:
+    """What a stopped run has done, and how to go on."""
+    if cli is None or not hasattr(cli, "run_folder"):
+        return NOTHING_YET
+    return f"{cli.progress()}; rerun the same command to resume"
 
 
 def nested_nulls(args: list[str]) -> list[str]:

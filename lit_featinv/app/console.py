@@ -36,5 +36,14 @@ def main(args: list[str] | None = None) -> None:
     if argv[0] == "report":
         from .report import make_report
         return make_report(argv[1:])
-    from .cli import main as job
-    return job(args)
+    from ..runs.signals import NOTHING_YET, STOP, StopRequested
+    owned = STOP.install()  # a stop signal while torch and the job load ends in one line too
+    try:
+        from .cli import main as job
+        return job(args)
+    except StopRequested as stop:  # before the job could take over
+        print(f"lit-featinv: {stop}: {NOTHING_YET}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    finally:
+        if owned:
+            STOP.end(process_ends=args is None)  # called with args: in a process that goes on

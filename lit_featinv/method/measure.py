@@ -2,6 +2,8 @@
 features, whatever the Trainer's precision; so are best-image candidates and every reported metric."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -13,12 +15,19 @@ def to_uint8(images01: torch.Tensor) -> torch.Tensor:
     return images01.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
+def cosine(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample cosine of features to their targets; NaN for an all-zero target, which has no direction."""
+    target = target.float()
+    return F.cosine_similarity(features.float(), target, dim=1).masked_fill(target.norm(dim=1) == 0, math.nan)
+
+
 def match_metrics(features: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-sample cosine, squared L2 and relative L2 (||f - f*|| / ||f*||) of features to their targets."""
+    """Per-sample cosine, squared L2 and relative L2 (||f - f*|| / ||f*||) of features to their targets; the cosine
+    and the relative L2 to an all-zero target are undefined (NaN)."""
     features, target = features.float(), target.float()
-    sq = (features - target).pow(2).sum(1)
-    return {"cosine": F.cosine_similarity(features, target, dim=1), "sq_l2": sq,
-            "rel_l2": sq.sqrt() / target.norm(dim=1).clamp_min(1e-12)}
+    sq, norm = (features - target).pow(2).sum(1), target.norm(dim=1)
+    return {"cosine": cosine(features, target), "sq_l2": sq,
+            "rel_l2": (sq.sqrt() / norm.clamp_min(1e-12)).masked_fill(norm == 0, math.nan)}
 
 
 @torch.no_grad()
@@ -52,5 +61,4 @@ def track_best(extractor, loss, best: BestImage, candidates: list[torch.Tensor],
     saved, value, features = score(extractor, loss, torch.cat(candidates), target.repeat(len(candidates), 1))
     for image, each in zip(saved.chunk(len(candidates)), value.chunk(len(candidates))):
         best.update(image, each, step, rows)
-    first = features[: len(target)]
-    return value[: len(target)], F.cosine_similarity(first, target.float(), dim=1)
+    return value[: len(target)], cosine(features[: len(target)], target)

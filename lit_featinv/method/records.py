@@ -2,9 +2,16 @@
 the target at every guided iteration)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 TRAJECTORY_FORMAT = "lit_featinv.trajectory/1"
+
+
+def defined(value: float) -> float | None:
+    """A number as JSON takes it: None (null) where it is undefined (NaN; e.g. the cosine to an all-zero target)."""
+    return None if math.isnan(value) else value
 
 
 class BestImage:
@@ -18,7 +25,8 @@ class BestImage:
         if self.image is None:
             self.image, self.loss, self.step = image, loss, torch.full(loss.shape, step, device=loss.device)
             return
-        better = loss < self.loss[rows]
+        before = self.loss[rows]
+        better = (loss < before) | (before.isnan() & ~loss.isnan())  # a NaN loss (a broken estimate) never stays best
         self.image[rows] = torch.where(better.view(-1, *[1] * (image.ndim - 1)), image, self.image[rows])
         self.loss[rows] = torch.where(better, loss, self.loss[rows])
         self.step[rows] = torch.where(better, torch.full_like(self.step[rows], step), self.step[rows])
@@ -43,6 +51,6 @@ class Trajectory:
                 record = out[r]
                 record["step"].append(step)
                 record["k"].append(k)
-                record["loss"].append(float(f"{value:.9g}"))  # float32, exactly
-                record["cosine"].append(round(cos, 6))
+                record["loss"].append(defined(float(f"{value:.9g}")))  # float32, exactly
+                record["cosine"].append(defined(round(cos, 6)))
         return out

@@ -52,7 +52,8 @@ class Preprocess(nn.Module):
             None: no crop. A square image resized to the crop size is not cropped.
         interpolation: ``bilinear``, ``bicubic``, ``nearest`` or ``area``.
         antialias: low-pass filter when downsampling with ``bilinear``/``bicubic`` (as PIL and torchvision's
-            ``Resize(antialias=True)``).
+            ``Resize(antialias=True)``); an enlargement is never filtered (torchvision's ``TF.resize`` of a tensor
+            without antialiasing, as the authors enlarged 512 -> 518 px for ViT-H/14).
         mean, std: per-channel normalisation of the [0, 1] input.
         in_chans: channels the network takes.
         quantize: straight-through 8-bit rounding before and after the resize ("as if saved as PNG").
@@ -117,7 +118,8 @@ class Preprocess(nn.Module):
         rh, rw = self.resized_shape(h, w)
         if (rh, rw) != (h, w):
             smooth = self.interpolation in ("bilinear", "bicubic")
-            x = F.interpolate(x, size=(rh, rw), mode=self.interpolation, antialias=smooth and self.antialias,
+            reduced = rh < h or rw < w  # torch's antialiased kernels also change an enlargement (bicubic: a = -0.5)
+            x = F.interpolate(x, size=(rh, rw), mode=self.interpolation, antialias=smooth and self.antialias and reduced,
                               **({"align_corners": False} if smooth else {}))
         if self.crop is None:
             return x

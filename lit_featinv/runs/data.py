@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
 from ..method.constructions import Construction
-from .sources import constructed_items, feature_items, image_items, load_item, prompt_items, require, source_of
+from .sources import (constructed_items, feature_items, image_items, load_item, prompt_items, require, source_of,
+                      warn_zero_features)
 
 
 class TargetBatches(Dataset):
@@ -108,6 +109,8 @@ class TargetData(LightningDataModule):
         if left and len(sources) > 1:  # the order of the sources decides what is left out: say it
             warnings.warn(f"data.limit: the first {self.limit} of {len(items)} targets are used (in the order "
                           f"{', '.join(sources)}); left out: " + ", ".join(f"{n} {k}" for k, n in left.items()))
+        if self.trainer is None or self.trainer.is_global_zero:
+            warn_zero_features(self.items, "data.features")
 
     def skip(self, finished: set[str]) -> None:
         """Leave out the batches all of whose targets are finished (a resumed run)."""

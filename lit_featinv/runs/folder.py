@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -18,6 +19,7 @@ from ..errors import ConfigError
 CONFIG, LOCK, METRICS, TRAJECTORIES = "config.yaml", ".lock", "metrics.jsonl", "trajectories.jsonl"
 OUTPUTS = ("images", "best", "grids", METRICS, TRAJECTORIES, CONFIG)
 TEMPORARY = ".tmp-"
+UNREADABLE = ".unreadable"  # a resume sets lines it cannot read aside in FILE.unreadable
 # config keys that do not change what a run writes: a rerun may change them and still resume
 FREE_KEYS = ("trainer.", "writer.", "config", "model.init_args.progress", "data.init_args.num_workers",
              "return_predictions", "ckpt_path")
@@ -141,7 +143,9 @@ class RunFolder:
                 target.unlink(missing_ok=True)
 
     def clean(self) -> None:
-        """Remove temporary files of a killed run and a metrics or trajectory line it left half-written."""
+        """Remove temporary files of a killed run and a metrics or trajectory line it left half-written; set aside
+        the lines that cannot be read and the metrics lines whose image files are gone, so that a rerun makes those
+        generations again (:meth:`set_aside`)."""
         leftovers = list(self.path.glob(f"{TEMPORARY}*"))
         for name in ("images", "best", "grids"):  # ids with '/' write into subfolders
             leftovers += (self.path / name).rglob(f"{TEMPORARY}*") if (self.path / name).is_dir() else []
@@ -152,6 +156,40 @@ class RunFolder:
             if data and not data.endswith(b"\n"):
                 with open(lines, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
+        self.set_aside(self.metrics, "the generations they were are made again", self.has_files)
+        self.set_aside(self.trajectories, "reports leave their curves out")
+
+    def has_files(self, row: dict) -> bool:
+        """Whether a metrics line's image files are all there."""
+        return all((self.path / row[key]).is_file() for key in ("image", "best_image") if row.get(key))
+
+    def set_aside(self, path: Path, then: str, complete=None) -> None:
+        """Move the lines of a JSON-lines file that are not a generation's (a JSON object with its id and sample) to
+        ``FILE.unreadable``, and drop the lines that ``complete`` says lack their files; a warning for each kind says
+        which and ``then`` what follows."""
+        if not path.exists():
+            return
+        kept, unreadable, incomplete = [], [], []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(keepends=True), 1):
+            row = generation(line)
+            if row is None:
+                unreadable += [(number, line)] if line.strip() else []
+            elif complete is not None and not complete(row):
+                incomplete.append(f"{row['id']}_{row['sample']}")
+            else:
+                kept.append(line)
+        if unreadable:
+            with open(f"{path}{UNREADABLE}", "a") as f:
+                f.write("".join(line for _, line in unreadable))
+            warnings.warn(f"{self.key}: {path}: line(s) {', '.join(str(n) for n, _ in unreadable[:20])} could not be "
+                          f"read; they are kept in {path.name}{UNREADABLE} and {then}")
+        if incomplete:
+            warnings.warn(f"{self.key}: {len(incomplete)} finished generation(s) lack their image files in {self.path} "
+                          f"({', '.join(incomplete[:10])}{', ...' if len(incomplete) > 10 else ''}); they are made again")
+        if unreadable or incomplete:
+            tmp = self.path / f"{TEMPORARY}{path.name}"
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
 
     def check_config(self, config: dict) -> None:
         """A folder with outputs resumes only the run of the same config."""
@@ -189,15 +227,10 @@ class RunFolder:
 
     # ---- progress ----------------------------------------------------------------------------
     def done(self) -> dict[tuple[str, int], dict]:
-        """(id, generation) -> its metrics line, for every generation with a complete line (written after its PNGs)."""
-        rows = {}
-        if self.metrics.exists():
-            with open(self.metrics) as f:
-                for line in f:
-                    if line.endswith("\n"):
-                        row = json.loads(line)
-                        rows[row["id"], row["sample"]] = row
-        return rows
+        """(id, generation) -> its metrics line, for every generation with a complete line (written after its PNGs);
+        a line that is not a generation's is skipped (:meth:`clean` set it aside when the run started)."""
+        rows = read_jsonl(self.metrics)[0] if self.metrics.exists() else []
+        return {(row["id"], row["sample"]): row for row in rows if is_generation(row)}
 
 
 # ---- reading metrics lines -------------------------------------------------------------------------------------
@@ -220,6 +253,20 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return rows, notes
 
 
+def generation(line: str) -> dict | None:
+    """A metrics or trajectory line as its generation's JSON object; None when it is not one (:func:`is_generation`)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if is_generation(row) else None
+
+
+def is_generation(row) -> bool:
+    """A JSON object with a generation's ``id`` and ``sample``."""
+    return isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("sample"), int)
+
+
 def ok(line: dict) -> bool:
     return line.get("status", "ok") == "ok"
 
@@ -230,9 +277,10 @@ def mean(values: list[float]) -> float:
 
 def run_stats(lines: list[dict]) -> dict:
     """Count of generations (written, failed) and the mean / worst cosine, mean rel. L2, loss and seconds over the
-    written (nan where no line has the key)."""
+    written (over the lines where they are defined; nan where none is)."""
     done = [line for line in lines if ok(line)]
-    cosines = [line["cosine"] for line in done if "cosine" in line]
-    means = {f"mean_{key}": mean([line[key] for line in done if key in line]) for key in ("rel_l2", "loss", "seconds")}
+    cosines = [line["cosine"] for line in done if line.get("cosine") is not None]  # null: undefined (a zero target)
+    means = {f"mean_{key}": mean([line[key] for line in done if line.get(key) is not None])
+             for key in ("rel_l2", "loss", "seconds")}
     return {"generations": len(done), "failed": len(lines) - len(done), "mean_cosine": mean(cosines),
             "worst_cosine": min(cosines, default=math.nan), **means}

@@ -2,14 +2,16 @@
 viewing tiles."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 UMASK = os.umask(0o22)
 os.umask(UMASK)  # read once: the process's umask
@@ -61,6 +63,14 @@ VIEW_HEIGHT = 96  # px: a grid enlarges smaller images to at least this (whole f
 TEXT = 14  # px: a grid's title and caption lines
 
 
+@functools.lru_cache
+def font(size: int = 11) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, which matplotlib ships: labels in the scripts it covers (accents, Greek, Cyrillic, ...), where
+    PIL's default font draws boxes."""
+    import matplotlib
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+
+
 def pil(image: torch.Tensor) -> Image.Image:
     """uint8 [C, H, W] -> a PIL image (L or RGB)."""
     arr = image.cpu().numpy()
@@ -75,12 +85,21 @@ def tile(image: torch.Tensor, height: int) -> Image.Image:
     return img.resize(size, Image.NEAREST if img.height < height else Image.LANCZOS)
 
 
+def fit_height(image: torch.Tensor, height: int) -> torch.Tensor:
+    """uint8 [C, H, W] reduced (with antialiasing) to at most ``height`` px high, its aspect kept: a 6000-px target
+    is drawn at the size of its generations."""
+    if image.shape[-2] <= height:
+        return image
+    reduced = np.asarray(tile(image, height))
+    return torch.from_numpy((reduced[None] if reduced.ndim == 2 else reduced.transpose(2, 0, 1)).copy())
+
+
 def text_tile(text: str, height: int) -> Image.Image:
     """A grey square with ``text`` wrapped in it; when it does not fit, its end (an id's end tells it apart)."""
     img = Image.new("RGB", (height, height), (230, 230, 230))
     lines, room = textwrap.wrap(text, max(4, height // 7), break_on_hyphens=False), max(1, height // 12)
     ImageDraw.Draw(img).multiline_text((4, 4), "\n".join(lines if len(lines) <= room else ["..."] + lines[1 - room:]),
-                                       fill=(80, 80, 80))
+                                       fill=(80, 80, 80), font=font())
     return img
 
 
@@ -94,9 +113,9 @@ def grid(title: str, items: list[torch.Tensor | str], captions: list[str], pad: 
     slots = [max(t.width, height) for t in tiles]
     out = Image.new("RGB", (sum(slots) + pad * (len(tiles) - 1), TEXT + height + TEXT), "white")
     draw, x = ImageDraw.Draw(out), 0
-    draw.text((2, 1), title, fill="black")
+    draw.text((2, 1), title, fill="black", font=font())
     for t, slot, text in zip(tiles, slots, captions):
         out.paste(t, (x + (slot - t.width) // 2, TEXT))
-        draw.text((x + 2, TEXT + height + 1), text, fill="black")
+        draw.text((x + 2, TEXT + height + 1), text, fill="black", font=font())
         x += slot + pad
     return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)

@@ -255,4 +255,14 @@ def feature_targets(features, feature_dim: int | None) -> list[dict]:
     if feature_dim is not None and items[0]["feature"].numel() != feature_dim:
         raise ConfigError("features", f"{items[0]['feature'].numel()} values per target, but the extractor "
                                       f"(model.extractor) gives {feature_dim}")
+    warn_zero_features(items, "features")
     return [{**item, "image": None} for item in items]
+
+
+def warn_zero_features(items: list[dict], key: str) -> None:
+    """One warning naming the feature targets that are all zeros: cosine and relative L2 to them are undefined."""
+    zero = [item["source"] for item in items if item.get("feature") is not None and not item["feature"].any()]
+    if zero:
+        warnings.warn(f"{key}: {len(zero)} target feature(s) are all zeros ({', '.join(zero[:10])}"
+                      f"{', ...' if len(zero) > 10 else ''}): they have no direction, so their cosine and relative L2 "
+                      f"are undefined (null in metrics.jsonl, left out of the summary)")

@@ -13,19 +13,22 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..method.records import TRAJECTORY_FORMAT
 from .folder import RunFolder, ok, run_stats
-from .images import grid, save_png
+from .images import fit_height, grid, save_png
 from .signals import STOP
 
 
 class InversionWriter(BasePredictionWriter):
-    """Per generated image: ``images/ID_J.png``, ``best/ID_J.png``, one line of ``metrics.jsonl`` and one of
-    ``trajectories.jsonl`` (loss and cosine at every guided iteration); per target: ``grids/ID.png`` (target, or a
-    labelled tile for a feature target | generations with their cosine, enlarged for viewing, under the id). Files are named by sample id and written atomically; a batch's metrics lines are written after its
-    images and trajectories, so a metrics line means its generation is complete.
+    """Writes every generation into the run folder as it goes, which a rerun of the same config resumes.
 
-    The folder is one run (:class:`~lit_featinv.runs.folder.RunFolder`): generations with a metrics line are not
-    generated again, so rerunning the same config resumes a stopped run. SIGTERM and SIGINT stop the run between
-    two guided iterations; everything written stays.
+    Per generated image: ``images/ID_J.png``, ``best/ID_J.png``, one line of ``metrics.jsonl`` and one of
+    ``trajectories.jsonl`` (loss and cosine at every guided iteration); per target: ``grids/ID.png`` (the target at
+    its generations' height, or a labelled tile for a feature target | the generations with their cosine, enlarged
+    for viewing, under the id). Files are named by sample id and written atomically; a batch's metrics lines are
+    written after its images and trajectories, so a metrics line means its generation is complete.
+
+    The folder is one run (:class:`~lit_featinv.runs.folder.RunFolder`): generations with a metrics line and their
+    images are not generated again, so rerunning the same config resumes a stopped run. SIGTERM and SIGINT stop the
+    run between two guided iterations; everything written stays.
 
     Args:
         output_dir: the run folder; default ``trainer.default_root_dir``.
@@ -59,21 +62,31 @@ class InversionWriter(BasePredictionWriter):
             trainer.datamodule.skip({sample_id for sample_id, n in per_id.items() if n >= gens})
 
     def on_predict_start(self, trainer, pl_module) -> None:
+        """Stop signals wait for the guided loop's next iteration while it runs (rank 0 passes them on to the
+        processes its launcher started); the CLI has taken them over already, a Python caller's Trainer has not."""
         launcher = trainer.strategy.launcher
-        STOP.install(forward=launcher.kill if launcher is not None and trainer.is_global_zero else None)
+        self.owns_signals = STOP.install()
+        STOP.defer(True, forward=launcher.kill if launcher is not None and trainer.is_global_zero else None)
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        STOP.restore()
+        self.release_signals()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        STOP.restore()
+        self.release_signals()
+
+    def release_signals(self) -> None:
+        STOP.defer(False)
+        if getattr(self, "owns_signals", False):
+            STOP.restore()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        lines, trajectories, by_target, unreadable = [], [], {}, []
+        lines, trajectories, grids, unreadable = [], [], {}, []
         for rec in prediction:
             if rec["status"] == "unreadable":
                 unreadable.append(f"{rec['source']} ({rec['error']})")
                 continue
+            if rec["status"] == "ok":  # a grid shows every generation of its target, whenever it was written
+                add_to_grid(grids, rec)
             if (rec["id"], rec["sample"]) in self.done:  # written before a stop: the same pixels again
                 continue
             line = {"id": rec["id"], "sample": rec["sample"], "seed": rec["seed"], "status": rec["status"]}
@@ -82,10 +95,6 @@ class InversionWriter(BasePredictionWriter):
                 line |= {"image": f"images/{stem}.png", "best_image": f"best/{stem}.png"}
                 save_png(rec["image"], os.path.join(self.dir, line["image"]))
                 save_png(rec["best_image"], os.path.join(self.dir, line["best_image"]))
-                row = by_target.setdefault(rec["id"], ([rec["target_image"]], ["target"]) if rec["target_image"] is not None
-                                           else ([f"feature target {rec['id']}"], ["target"]))
-                row[0].append(rec["image"])
-                row[1].append(f"cos {rec['metrics']['cosine']:.4f}")
                 trajectories.append({"format": TRAJECTORY_FORMAT, "id": rec["id"], "sample": rec["sample"]}
                                     | rec["trajectory"])
             else:
@@ -94,7 +103,7 @@ class InversionWriter(BasePredictionWriter):
             if rec["target_image"] is not None:
                 line["target_image"] = os.path.abspath(rec["source"])
             lines.append(line | rec["metrics"])
-        for sample_id, (tiles, captions) in by_target.items():
+        for sample_id, (tiles, captions) in grids.items():
             save_png(grid(sample_id, tiles, captions), os.path.join(self.dir, "grids", f"{sample_id}.png"))
         for path, rows in ((self.folder.trajectories, trajectories), (self.folder.metrics, lines)):
             with open(path, "a") as f:  # one write per batch: whole lines, also with several ranks
@@ -125,8 +134,9 @@ class InversionWriter(BasePredictionWriter):
         text = (f"lit_featinv: {stats['generations']} images in {os.path.abspath(self.dir)}/images (best: best/, "
                 f"grids: grids/)")
         if stats["generations"]:
-            text += (f"\nlit_featinv: metrics in {os.path.abspath(self.folder.metrics)}; cosine to target: "
-                     f"mean {stats['mean_cosine']:.4f}, worst {stats['worst_cosine']:.4f}")
+            text += f"\nlit_featinv: metrics in {os.path.abspath(self.folder.metrics)}"
+            if not math.isnan(stats["mean_cosine"]):  # over the targets that have a direction (not all zeros)
+                text += f"; cosine to target: mean {stats['mean_cosine']:.4f}, worst {stats['worst_cosine']:.4f}"
             if not math.isnan(stats["mean_loss"]):  # the objective (model.loss): what a maximisation is about
                 text += f"; loss: mean {stats['mean_loss']:.4g}"
         if failed:
@@ -135,3 +145,14 @@ class InversionWriter(BasePredictionWriter):
         if unreadable:
             text += f"\nlit_featinv: {len(unreadable)} target image(s) could not be decoded: " + ", ".join(unreadable)
         return {"ok": stats["generations"], "failed": len(failed), "unreadable": unreadable, "text": text}
+
+
+def add_to_grid(grids: dict, rec: dict) -> None:
+    """A generation into its target's grid row: the target drawn at the generations' height (or a labelled tile for a
+    feature target), then each generation over its cosine."""
+    target, image = rec["target_image"], rec["image"]
+    tiles, captions = grids.setdefault(rec["id"], ([f"feature target {rec['id']}" if target is None else
+                                                    fit_height(target, image.shape[-2])], ["target"]))
+    cosine = rec["metrics"].get("cosine")
+    tiles.append(image)
+    captions.append("cos –" if cosine is None else f"cos {cosine:.4f}")

@@ -208,6 +208,11 @@ def test_preprocess_override_it_cannot_take_is_one_line(tmp_path, pixel_prior, t
      "model.guidance: cannot use class_path 'lit_featinv.Nope': module 'lit_featinv' has no attribute 'Nope'"),
     (["--model.init_args.recurrence", "abc"], "model.recurrence: Expected a <class 'int'>. Got value: abc"),
     (["--trainer.nope", "1"], "unrecognized arguments: --trainer.nope 1"),
+    (["--model.init_args.num_inference_step", "3"], "model: cannot use class_path 'lit_featinv.FeatureInversion': "
+     "Option 'num_inference_step' is not accepted; did you mean 'num_inference_steps'?"),
+    (["--model.init_args.guidance.init_args.scal", "2"], "model.guidance: cannot use class_path "
+     "'lit_featinv.UNetGradient': Option 'scal' is not accepted; did you mean 'scale'?"),
+    (["--trainer.devicez", "2"], "unrecognized arguments: --trainer.devicez 2; did you mean '--trainer.devices'?"),
 ])
 def test_what_the_config_parser_refuses_is_one_line(args, message):
     with pytest.raises(SystemExit) as stop:

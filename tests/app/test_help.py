@@ -33,7 +33,7 @@ def test_short_help_from_the_command_line():
     assert all(option in text for option in SHOWN), [option for option in SHOWN if option not in text]
     assert not [word for word in HIDDEN if word in text]
     assert "lit-featinv predict --help-all" in text and "--model.help lit_featinv.FeatureInversion" in text
-    assert len(text.splitlines()) < 130  # LightningCLI: 487
+    assert len(text.splitlines()) < 180  # LightningCLI: 487
     options = text[text.index("\n\n"):]  # after the usage: the job's options first, the general ones last
     assert options.index("--model ") < options.index("--trainer.accelerator") < options.index("--seed_everything")
 
@@ -52,3 +52,19 @@ def test_short_help_keeps_the_rest_of_the_command_line(capsys):
     assert "--trainer.devices" in text and "max_epochs" not in text
     model = printed(capsys, "predict", "--model.help", "lit_featinv.FeatureInversion")  # no --help: not shortened
     assert "--model.prior" in model
+
+
+def test_the_knobs_a_user_turns_first_are_in_the_short_help_with_what_they_do_here(capsys):
+    text = printed(capsys, "predict", "--help")
+    knobs = text[text.index("The knobs turned first"):]
+    for option, said in (("--model.init_args.num_inference_steps N", "scheduler steps. (default: 50)"),
+                         ("--model.init_args.recurrence K", "self-recurrence K"),
+                         ("--model.init_args.guidance.init_args.scale W", "w, one value or one per scheduler step"),
+                         ("--data.init_args.images DIR", "folder (searched recursively)")):
+        assert said in " ".join(knobs[knobs.index(option):].split()[:40]), option
+    body = text[text.index("\n\n"):]  # after the usage
+    assert body.index("The knobs turned first") < body.index("--model CONFIG")  # first
+    root = " ".join(text[text.index("--trainer.default_root_dir DEFAULT_ROOT_DIR\n"):].split()[:30])
+    assert "The run folder" in root and "logs and weights" not in root
+    assert "Writes every generation into the run folder as it goes, which a rerun of the same config resumes:" in text
+

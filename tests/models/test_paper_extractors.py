@@ -205,3 +205,31 @@ def test_resnet50_preset_preprocesses_as_the_authors():
         pil, 224, interpolation=v2.InterpolationMode.BICUBIC), 224)).float()[None] / 255)
     # the authors' references went through PIL: within a few 8-bit levels of the tensor path (noise image: worst case)
     assert (ext.preprocess(to_uint8(reference).float() / 255) - theirs).abs().mean() * std.mean() < 0.02
+
+
+def test_vit_h14_preset_enlarges_512_to_518_as_the_authors():
+    """configs/paper/vit_h14*.yaml: the weights' transform (518 px, bicubic, antialias on) with the preset's overrides
+    enlarges a generated 512 px image as the authors' ``TF.resize`` of a tensor without antialiasing (torch's
+    antialiased bicubic would differ: another kernel); a larger reference image is still reduced with antialiasing."""
+    import yaml
+    from torchvision.models import ViT_H_14_Weights
+    from torchvision.transforms import v2
+    from conftest import ROOT
+    from lit_featinv import Preprocess
+    transform = ViT_H_14_Weights.IMAGENET1K_SWAG_E2E_V1.transforms()
+    own = {"resize": transform.resize_size[0], "crop": transform.crop_size[0], "antialias": transform.antialias,
+           "interpolation": transform.interpolation.value, "mean": transform.mean, "std": transform.std}
+    assert own["resize"] == own["crop"] == 518 and own["antialias"] and own["interpolation"] == "bicubic"
+    for name in ("vit_h14", "vit_h14_fast"):
+        preset = yaml.safe_load((ROOT / "configs" / "paper" / f"{name}.yaml").read_text())
+        options = preset["model"]["init_args"]["extractor"]["init_args"]["preprocess"]
+        preprocess = Preprocess.with_overrides(own, {**options, "quantize": False})  # rounding checked elsewhere
+        mean, std = preprocess.mean, preprocess.std
+        generated = torch.rand(1, 3, 512, 512)
+        authors = v2.functional.resize(generated, 518, interpolation=v2.InterpolationMode.BICUBIC, antialias=False)
+        torch.testing.assert_close(preprocess(generated), (authors - mean) / std)
+        aa = v2.functional.resize(generated, 518, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        assert (aa - authors).abs().max() > 1e-3  # what the enlargement would have been with the filter
+        reference = torch.rand(1, 3, 600, 600)
+        reduced = v2.functional.resize(reference, 518, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        torch.testing.assert_close(preprocess(reference), (reduced - mean) / std)
