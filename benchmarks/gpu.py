@@ -40,6 +40,27 @@ Planned time on an H100 (not yet run): building and loading SD (1.07B parameters
 48 bf16 cases x 4 calls at ~0.1-0.3 s, ~1 min; compiling the UNet ~1 min.
 
 ``tests/test_gpu_script.py`` runs this script on the CPU with tiny stand-ins (``main(argv, extractors=...)``).
+
+``--modern`` (issue 20, item 6): instead of SD 1.5, the modern presets' priors at full size with random weights -- SDXL
+base 1.0, SD 3.5 medium, FLUX.1-dev (11.9B), the real architectures' configs below (:data:`MODERN`), each prior built by
+its own class on a tiny folder (the real scheduler config, prompt embeddings of the real shapes: no text encoder) and
+its denoiser and VAE then replaced by full-size ones initialised on the GPU (:func:`modern_prior`) -- each with its
+preset's extractor (configs/modern/*.yaml: torchvision ResNet-50, timm DINOv2 ViT-B/14 at 518 px, open_clip ViT-L/14;
+random weights, the preset's preprocessing and precision) at its preset's number of steps: the cases that
+benchmarks/scale.py estimates without a GPU (benchmarks/results/scale.md), measured: ``--resolutions 512,1024`` x
+guidance (``unet_gradient``, ``clean_estimate``: no denoiser backward) x checkpointing of denoiser and VAE off/on x
+``--batches 1,4``, the denoiser's weights held in float32 as the priors hold them (``--held fp32,bf16`` adds them cast
+to bf16); -> gpu-modern.md / gpu-modern.jsonl, "fits": the smallest of 24/48/80/141 GB (N x 1e9 bytes) the device use
+fits. FLUX at 1024 px, batch 4, without checkpointing needs ~240 GiB by the estimate: out of memory, caught. One device
+call (after the wheels above are installed as there)::
+
+    python3 benchmarks/gpu.py --modern --time-limit 420 2>&1 | tee $OUT/gpu-modern.log
+
+Planned time on an H200 (not yet run): the three priors' random init on the GPU and the extractors' on the CPU under a
+minute; the 48 float32-held cases x 4 calls are ~21,000 TFLOP by benchmarks/scale.py's counts (FLUX 60%), ~1-2 min at
+150-300 TFLOPS, plus first-call set-up and out-of-memory recoveries; ``--held fp32,bf16`` about doubles it (a second
+call with ``--held bf16`` if the first runs out of time). ``tests/benchmarks/test_scale_script.py`` runs ``--modern
+--tiny`` on the CPU (``main(argv, modern_extractors=...)``).
 """
 from __future__ import annotations
 
@@ -54,6 +75,8 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -170,6 +193,182 @@ EXTRACTORS = {
 }
 
 
+# ---- the modern presets' priors (configs/modern/*.yaml) at full size, for --modern and benchmarks/scale.py ----------
+# No hub access and no weights: the real architectures are written here from the released models' configs (values
+# checked against diffusers 0.42's own sources where they say them: SDXL's UNet as diffusers' single-file loader derives
+# it from sd_xl_base.yaml, FluxTransformer2DModel's defaults, SD 3.5 medium's pos_embed of 384^2 positions in that
+# loader, the VAE scaling factors of diffusers.utils.remote_utils). The prior itself is built by its own constructor on
+# a tiny folder with the same VAE factor (8x), patch size and embedding widths (so its resolution, time ids and prompt
+# buffers are the ones the full model gets), then its denoiser and VAE are replaced by full-size ones: what
+# LatentDiffusionPrior.__init__ loads, so the prior's own denoise/decode code is what runs.
+SDXL_UNET = dict(  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json, 2.57B parameters
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True, norm_num_groups=32,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+SD35_MEDIUM = dict(  # stabilityai/stable-diffusion-3.5-medium transformer/config.json (MMDiT-X): 2.24B parameters and
+    # a 226M-entry position-embedding buffer (384^2 x 1536), 2.47B in all
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+    pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")
+FLUX_DEV = dict(  # black-forest-labs/FLUX.1-dev transformer/config.json, 11.9B parameters
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+KL_VAE = dict(in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+              norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+              sample_size=1024, force_upcast=True)  # 8x; 83.7M parameters (16 latent channels: 83.8M)
+NO_QUANT_CONV = dict(use_quant_conv=False, use_post_quant_conv=False)
+# Tiny stand-ins with the same VAE factor, patch size and embedding widths: the folders the priors are built from,
+# and the "full" models of --tiny (the CPU tests of the scripts).
+TINY_VAE = dict(KL_VAE, layers_per_block=1, block_out_channels=(8, 8, 8, 8), norm_num_groups=4, sample_size=64)
+TINY = {
+    "sdxl": dict(SDXL_UNET, sample_size=8, layers_per_block=1, block_out_channels=(32, 64), norm_num_groups=8,
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 1),
+                 attention_head_dim=(2, 4)),
+    "sd3": dict(SD35_MEDIUM, sample_size=8, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+                caption_projection_dim=16, pos_embed_max_size=64, dual_attention_layers=(0,)),
+    "flux": dict(FLUX_DEV, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                 axes_dims_rope=(4, 6, 6)),
+}
+# The models' own scheduler configs (as tests/tiny_pipelines.py quotes them, with where they come from).
+SDXL_SCHEDULER = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                  "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear",
+                  "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.0,
+                  "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "leading",
+                  "trained_betas": None, "use_karras_sigmas": False}
+SD3_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+FLUX_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,
+                  "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
+                  "use_dynamic_shifting": True}
+# family: the prior class (a public name), its preset, pipeline, denoiser (folder, class, config), VAE, scheduler and
+# the prompt embeddings' real shapes after the batch of 1 (SDXL: 77 CLIP tokens of 768 + 1280, pooled 1280, and its
+# time ids; SD3: 77 CLIP + 256 T5 tokens of 4096, pooled 768 + 1280; FLUX: 512 T5 tokens, pooled CLIP 768)
+MODERN = {
+    "sdxl": {"name": "SDXL base 1.0", "prior": "StableDiffusionXLPrior", "preset": "modern/sdxl_resnet50",
+             "pipeline": "StableDiffusionXLPipeline", "subfolder": "unet", "denoiser": "UNet2DConditionModel",
+             "config": SDXL_UNET, "vae": dict(latent_channels=4, scaling_factor=0.13025), "scheduler": SDXL_SCHEDULER,
+             "embeds": {"prompt_embeds": (77, 2048), "pooled_prompt_embeds": (1280,)}},
+    "sd3": {"name": "SD 3.5 medium", "prior": "StableDiffusion3Prior", "preset": "modern/sd35_medium_dinov2",
+            "pipeline": "StableDiffusion3Pipeline", "subfolder": "transformer", "denoiser": "SD3Transformer2DModel",
+            "config": SD35_MEDIUM, "vae": dict(latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609,
+                                               **NO_QUANT_CONV),
+            "scheduler": SD3_SCHEDULER, "embeds": {"prompt_embeds": (333, 4096), "pooled_prompt_embeds": (2048,)}},
+    "flux": {"name": "FLUX.1-dev", "prior": "FluxPrior", "preset": "modern/flux_dev_clip", "pipeline": "FluxPipeline",
+             "subfolder": "transformer", "denoiser": "FluxTransformer2DModel", "config": FLUX_DEV,
+             "vae": dict(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, **NO_QUANT_CONV),
+             "scheduler": FLUX_SCHEDULER, "embeds": {"prompt_embeds": (512, 4096), "pooled_prompt_embeds": (768,)}},
+}
+MODERN_VARIANTS = ("unet_gradient", "clean_estimate")  # the denoiser's gradient, and the one with no denoiser backward
+
+
+def preset_model(preset: str) -> dict:
+    """``model.init_args`` of ``configs/<preset>.yaml``."""
+    import yaml
+    return yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())["model"]["init_args"]
+
+
+def modern_settings(family: str) -> dict:
+    """What the family's preset runs: steps, batch (samples per target x targets per batch), resolution (null: the
+    model's default, 1024 px for all three), checkpointing, guidance class."""
+    import yaml
+    config = yaml.safe_load((ROOT / "configs" / f"{MODERN[family]['preset']}.yaml").read_text())
+    model, data = config["model"]["init_args"], config["data"]["init_args"]
+    prior = model["prior"]["init_args"]
+    return {"steps": model["num_inference_steps"], "resolution": prior.get("resolution") or 1024,
+            "batch": model.get("samples_per_target", 1) * data.get("batch_size", 1),
+            "checkpointing": bool(prior.get("gradient_checkpointing")),
+            "guidance": model["guidance"]["class_path"].rsplit(".", 1)[1],
+            "extractor": model["extractor"]["init_args"]["model_name"]}
+
+
+def modern_extractor(family: str, **overrides):
+    """The family preset's extractor with random weights and the preset's preprocessing and precision (its class and
+    arguments; torchvision ``weights`` None, timm ``pretrained`` false, open_clip ``pretrained`` None); ``overrides``
+    replace arguments (``preprocess``: merged into the preset's)."""
+    import lit_featinv
+    spec = preset_model(MODERN[family]["preset"])["extractor"]
+    args = dict(spec["init_args"])
+    if "weights" in args:
+        args["weights"] = None
+    if "pretrained" in args:
+        args["pretrained"] = False if isinstance(args["pretrained"], bool) else None
+    preprocess = (args.get("preprocess") or {}) | overrides.pop("preprocess", {})
+    return getattr(lit_featinv, spec["class_path"].rsplit(".", 1)[1])(**(args | overrides | {"preprocess": preprocess}))
+
+
+def save_modern_folder(family: str, folder: Path) -> Path:
+    """The family's prior folder with tiny random models (``model_index.json``, the denoiser's folder, ``vae/``, the
+    real ``scheduler/`` config) and ``prompt_embeds.pt``: embeddings of the real shapes (random values), so that no
+    text encoder is loaded."""
+    import diffusers
+    from lit_featinv.models import save_prompt_embeds
+    spec = MODERN[family]
+    folder.mkdir(parents=True)
+    index = {"_class_name": spec["pipeline"], "_diffusers_version": diffusers.__version__,
+             spec["subfolder"]: ["diffusers", spec["denoiser"]], "vae": ["diffusers", "AutoencoderKL"],
+             "scheduler": ["diffusers", spec["scheduler"]["_class_name"]]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(spec["scheduler"], indent=2))
+    denoiser, vae = modern_models(family, "tiny")
+    denoiser.save_pretrained(folder / spec["subfolder"])
+    vae.save_pretrained(folder / "vae")
+    generator = torch.Generator().manual_seed(0)
+    embeds = {name: torch.randn(1, *shape, generator=generator) for name, shape in spec["embeds"].items()}
+    save_prompt_embeds(folder / "prompt_embeds.pt", embeds, spec["prior"], str(folder), "")
+    return folder
+
+
+def modern_models(family: str, scale: str = "full", device: str | torch.device | None = None):
+    """(denoiser, VAE) of the family with random weights, in float32, built on ``device`` (inside a FakeTensorMode:
+    fake parameters, no memory); ``scale`` tiny: the stand-ins."""
+    import diffusers
+    spec = MODERN[family]
+    torch.manual_seed(0)
+    with torch.device(device) if device is not None else nullcontext():
+        denoiser = getattr(diffusers, spec["denoiser"])(**(spec["config"] if scale == "full" else TINY[family]))
+        vae = diffusers.AutoencoderKL(**(KL_VAE if scale == "full" else TINY_VAE), **spec["vae"])
+    return denoiser.requires_grad_(False).eval(), vae.requires_grad_(False).eval()
+
+
+def modern_prior(family: str, folder: Path, resolution: int, denoiser, vae):
+    """The family's prior from ``folder`` (:func:`save_modern_folder`) at ``resolution`` px, with its own scheduler
+    and the prompt embeddings file, its denoiser and VAE then replaced by ``denoiser`` and ``vae``."""
+    import lit_featinv
+    spec = MODERN[family]
+    prior = getattr(lit_featinv, spec["prior"])(str(folder), prompt_embeds=str(folder / "prompt_embeds.pt"),
+                                                resolution=resolution)
+    latent = prior.latent_size
+    prior.unet, prior.vae = denoiser, vae  # what LatentDiffusionPrior.__init__ loaded from the folder
+    prior.requires_grad_(False).eval()
+    fits = lambda value, want: len(value.shape) == len(want) + 1 and all(  # noqa: E731
+        w in (-1, g) for w, g in zip(want, value.shape[1:]))
+    if prior.check_resolution(resolution) != latent or not all(
+            fits(getattr(prior, name), want) for name, want in prior.embed_dims().items()):
+        raise RuntimeError(f"{family}: the full-size models do not fit the prior built on the tiny folder")
+    return prior
+
+
+def hold(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating parameters and buffers to ``dtype`` (as ``model.to(dtype)``; also for fake tensors, which
+    ``Module.to`` cannot swap)."""
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, value in store.items():
+                if value is not None and value.is_floating_point() and value.dtype != dtype:
+                    cast = value.detach().to(dtype)
+                    store[name] = torch.nn.Parameter(cast, requires_grad=False) if store is module._parameters \
+                        else cast
+    return model
+
+
+def resident_bytes(module: torch.nn.Module) -> int:
+    """Bytes of its parameters and buffers (each once)."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
 def scratch_dir(need_bytes: int) -> str:
     """/dev/shm when it has room (fast), else the default temp folder."""
     try:
@@ -204,12 +403,13 @@ def free(device: torch.device) -> None:
 def run_case(module: FeatureInversion, batch: int, dtype: str, device: torch.device, warmup: int, iters: int) -> dict:
     """Warm-up + timed guided iterations (``guided_output`` + scoring the candidate): ms and peak memory."""
     scheduler = fork(module.prior.scheduler)
-    scheduler.set_timesteps(1000, device=device)
+    steps = module.num_inference_steps  # and the prior's schedule (FLUX: its shift mu and sigmas)
+    scheduler.set_timesteps(steps, device=device, **module.prior.schedule_kwargs(steps))
     i = len(scheduler.timesteps) // 2
     t, abar = scheduler.timesteps[i], alpha_bar(scheduler, i).to(device)
     generator = torch.Generator().manual_seed(0)
     sample = (torch.randn(batch, *module.prior.sample_shape, generator=generator)
-              * scheduler.init_noise_sigma).to(device)
+              * getattr(scheduler, "init_noise_sigma", 1.0)).to(device)
     cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     with torch.no_grad(), cast:
         dim = module.extractor(torch.rand(1, 3, 64, 64, generator=generator).to(device)).shape[1]
@@ -270,13 +470,142 @@ def table(header: list[str], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None, extractors: dict | None = None) -> int:
-    """``extractors``: {name: (description, builder)} instead of :data:`EXTRACTORS` (the CPU test's tiny ones)."""
+CARDS_GB = (24, 48, 80, 141)  # RTX 4090 / A10 / L4, L40S / A6000, A100 / H100, H200
+
+
+def card_fit(row: dict) -> str:
+    """The smallest card (N x 1e9 bytes) the measured device use fits; "tight": only peak allocation + context."""
+    context = row["device_used_gib"] - row["peak_reserved_gib"]
+    for card in CARDS_GB:
+        if row["device_used_gib"] <= card * 1e9 / GiB:
+            return f"{card} GB"
+    for card in CARDS_GB:
+        if row["peak_alloc_gib"] + context <= card * 1e9 / GiB:
+            return f"{card} GB, tight"
+    return "none"
+
+
+def modern_table(header: list[str], rows: list[dict]) -> str:
+    lines = header + ["", "| prior | px | weights held | guidance | precision | batch | grad ckpt | ms / iteration | "
+                          "ms / image | peak alloc GiB | peak reserved GiB | device used GiB | fits | note |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        head = (f"| {r['prior']} | {r['resolution']} | {r['held']} | {r['variant']} | {r['precision']} | {r['batch']} "
+                f"| {r['ckpt']} |")
+        if "ms" in r:
+            note = "" if r["finite"] else "non-finite output/gradient"
+            lines.append(f"{head} {r['ms']:.1f} | {r['ms'] / r['batch']:.1f} | {gib(r, 'peak_alloc_gib')} | "
+                         f"{gib(r, 'peak_reserved_gib')} | {gib(r, 'device_used_gib')} | {r.get('fits', 'n/a')} | "
+                         f"{note} |")
+        else:
+            lines.append(f"{head} - | - | - | - | - | {'no' if r.get('oom') else '-'} | {r['error']} |")
+    return "\n".join(lines) + "\n"
+
+
+def modern_main(args, device: torch.device, gpu: str, out_dir: Path, began: float,
+                extractors: dict | None = None) -> int:
+    """``--modern``: the modern presets' priors at full size (random weights), their extractors, the cases of
+    benchmarks/scale.py measured for real."""
+    import diffusers
+    families, held = args.families.split(","), args.held.split(",")
+    variants = args.variants.split(",") if args.variants else list(MODERN_VARIANTS)
+    resolutions, batches = [int(r) for r in args.resolutions.split(",")], [int(b) for b in args.batches.split(",")]
+    dtypes, ckpts = args.dtypes.split(","), [{"off": False, "on": True}[c] for c in args.checkpointing.split(",")]
+    if set(families) - set(MODERN) or set(variants) - set(MODERN_VARIANTS) or set(held) - {"fp32", "bf16"} or \
+            set(dtypes) - {"bf16", "fp32"}:
+        raise SystemExit(f"--families from {','.join(MODERN)}; --variants from {','.join(MODERN_VARIANTS)}; --held "
+                         f"and --dtypes from fp32,bf16")
+    scale = "tiny" if args.tiny else "full"
+    md_path, jsonl_path = out_dir / "gpu-modern.md", out_dir / "gpu-modern.jsonl"
+    jsonl_path.write_text("")
+    header = [
+        "# Seconds per guided iteration and peak memory of the modern presets' priors (" +
+        ("TINY stand-ins: a test of the script" if args.tiny else "SDXL base 1.0, SD 3.5 medium, FLUX.1-dev; random "
+                                                                  "weights of the real architectures") + ")", "",
+        f"- command: `python benchmarks/gpu.py {' '.join(sys.argv[1:] if args.argv is None else args.argv)}`",
+        f"- device: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}",
+        "- per case: as benchmarks/scale.py estimates it (benchmarks/results/scale.md): guided_output + scoring the "
+        f"candidate at the middle step of the preset's schedule, w = 4; {args.warmup} warm-up + {args.iters} timed "
+        "iterations, median; peaks over the timed ones, weights included; device used = total - free after them; "
+        "weights held: the denoiser's (fp32 as the priors hold them; bf16 cast); fits: the smallest card (N x 1e9 "
+        "bytes) >= device used, tight = only peak alloc + context",
+    ]
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="gpu_modern_", dir=scratch_dir(10**8))
+    try:
+        for family in families:
+            spec, settings = MODERN[family], modern_settings(family)
+            start = time.perf_counter()
+            folder = save_modern_folder(family, Path(tmp) / family)
+            denoiser, vae = modern_models(family, scale, device)  # random weights, initialised on the device
+            description, build = extractors[family] if extractors else (settings["extractor"],
+                                                                        partial(modern_extractor, family))
+            extractor = build().to(device)
+            header.append(f"- {spec['name']} ({spec['preset']}, {settings['steps']} steps): {spec['denoiser']} "
+                          f"{millions(denoiser):,.1f}M + VAE {millions(vae):.1f}M parameters; extractor {description}, "
+                          f"{millions(extractor.network):.1f}M, input {extractor.preprocess.size}, autocast "
+                          f"{extractor.autocast}")
+            print(f"[gpu] built {family} in {time.perf_counter() - start:.0f} s", flush=True)
+            for dtype in held:
+                hold(denoiser, torch.float32 if dtype == "fp32" else torch.bfloat16)
+                for resolution in resolutions:
+                    prior = modern_prior(family, folder, resolution, denoiser, vae).to(device)
+                    for variant in variants:
+                        for ckpt in ckpts:
+                            set_checkpointing(prior, ckpt)
+                            for precision in dtypes:
+                                for batch in batches:
+                                    row = {"family": family, "prior": spec["name"], "resolution": resolution,
+                                           "held": dtype, "variant": variant, "batch": batch, "ckpt": "on" if ckpt
+                                           else "off", "precision": "bf16 autocast" if precision == "bf16" else
+                                           "float32"}
+                                    if args.time_limit and time.perf_counter() - began > args.time_limit:
+                                        row["error"] = f"skipped: --time-limit {args.time_limit:g} s"
+                                    else:
+                                        free(device)
+                                        module = FeatureInversion(prior, extractor, guidance=VARIANTS[variant](None),
+                                                                  num_inference_steps=settings["steps"],
+                                                                  progress=False)
+                                        error = None
+                                        try:
+                                            row |= run_case(module, batch, precision, device, args.warmup, args.iters)
+                                        except torch.OutOfMemoryError as err:
+                                            error, row["oom"] = f"out of memory: {str(err).splitlines()[0][:120]}", True
+                                        except RuntimeError as err:
+                                            error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                                        del module
+                                        if error:  # outside the except block: the traceback's tensors are gone
+                                            row["error"] = error
+                                            free(device)
+                                        elif "device_used_gib" in row:
+                                            row["fits"] = card_fit(row)
+                                    rows.append(row)
+                                    print("[gpu] " + json.dumps(row), flush=True)
+                                    with jsonl_path.open("a") as f:
+                                        f.write(json.dumps(row) + "\n")
+                                    md_path.write_text(modern_table(header, rows))
+                    del prior
+            del denoiser, vae, extractor
+            free(device)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = modern_table(header, rows)
+    md_path.write_text(text)
+    print(text)
+    print(f"[gpu] wrote {md_path} and {jsonl_path} in {time.perf_counter() - began:.0f} s", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None, extractors: dict | None = None, modern_extractors: dict | None = None) -> int:
+    """``extractors``: {name: (description, builder)} instead of :data:`EXTRACTORS`; ``modern_extractors``: {family:
+    (description, builder)} instead of each modern preset's own (the CPU tests' tiny ones)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtypes", default="bf16", help="comma list of bf16 (autocast) and fp32")
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=None, help=f"default: {','.join(VARIANTS)}; --modern: "
+                                                         f"{','.join(MODERN_VARIANTS)}")
     parser.add_argument("--extractors", default="clip_rn50,resnet50,vit_h14_518_bf16")
     parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing of UNet + VAE: off,on")
     parser.add_argument("--throughput", default="channels_last,compile",
@@ -288,13 +617,21 @@ def main(argv: list[str] | None = None, extractors: dict | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for gpu.md / gpu.jsonl (default $OUT or runs/)")
     parser.add_argument("--sd", default=None, help="an SD folder to use (default: SD 1.5's shapes, built here)")
     parser.add_argument("--tiny-decoder", default=None, help="an AutoencoderTiny folder (default: TAESD's, built here)")
+    parser.add_argument("--modern", action="store_true", help="the modern presets' priors (SDXL, SD 3.5 medium, "
+                                                              "FLUX.1-dev) instead of SD 1.5: gpu-modern.md")
+    parser.add_argument("--families", default=",".join(MODERN), help="--modern: which priors")
+    parser.add_argument("--resolutions", default="512,1024", help="--modern: image sizes, px")
+    parser.add_argument("--held", default="fp32", help="--modern: the denoiser's weights held in fp32 (as the priors "
+                                                       "hold them), bf16, or both")
+    parser.add_argument("--tiny", action="store_true", help="--modern: tiny stand-ins of the models (a CPU test)")
     args = parser.parse_args(argv)
+    args.argv = argv
     began = time.perf_counter()
     builders = extractors or EXTRACTORS
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtypes, batches = args.dtypes.split(","), [int(b) for b in args.batches.split(",")]
     ckpts = [{"off": False, "on": True}[c] for c in args.checkpointing.split(",")]
-    names, variants = args.extractors.split(","), args.variants.split(",")
+    names, variants = args.extractors.split(","), (args.variants or ",".join(VARIANTS)).split(",")
     options = [o for o in args.throughput.split(",") if o]
     if set(dtypes) - {"bf16", "fp32"} or set(names) - set(builders) or set(variants) - set(VARIANTS) or \
             set(options) - {"channels_last", "compile"}:
@@ -302,13 +639,15 @@ def main(argv: list[str] | None = None, extractors: dict | None = None) -> int:
                      f"{','.join(VARIANTS)}; --throughput from channels_last,compile")
     out_dir = Path(args.out or os.environ.get("OUT") or ROOT / "runs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    md_path, jsonl_path = out_dir / "gpu.md", out_dir / "gpu.jsonl"
-    jsonl_path.write_text("")
 
     import diffusers
     gpu = (f"{torch.cuda.get_device_name(device)}, {torch.cuda.get_device_properties(device).total_memory / GiB:.1f} GiB"
            if device.type == "cuda" else f"none (CPU {platform.machine()}: a test of the script, memory n/a)")
     print(f"[gpu] device {device}: {gpu}", flush=True)
+    if args.modern:
+        return modern_main(args, device, gpu, out_dir, began, modern_extractors)
+    md_path, jsonl_path = out_dir / "gpu.md", out_dir / "gpu.jsonl"
+    jsonl_path.write_text("")
     tmp = tempfile.mkdtemp(prefix="gpu_bench_", dir=scratch_dir(5 * 10**9))
     try:
         start = time.perf_counter()

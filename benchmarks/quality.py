@@ -35,6 +35,9 @@ CASES = {
     "pixel_resnet_unguided": ("configs/fmnist/pixel_resnet.yaml", UNGUIDED, VIT),
     "pixel_vit": ("configs/fmnist/pixel_vit.yaml", [], RESNET),
     "pixel_vit_unguided": ("configs/fmnist/pixel_vit.yaml", UNGUIDED, RESNET),
+    # the same pixel DDPM seen as a flow-matching model (lit_featinv.FlowMatchingView): the flow code path
+    "pixel_resnet_flow_view": ("configs/fmnist/pixel_resnet.yaml",
+                               ["--model.init_args.prior.class_path", "lit_featinv.FlowMatchingView"], VIT),
     "latent_resnet": ("configs/fmnist/latent_resnet.yaml", [], VIT),
     "latent_resnet_unguided": ("configs/fmnist/latent_resnet.yaml", UNGUIDED, VIT),
 }

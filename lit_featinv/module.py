@@ -9,6 +9,7 @@ from functools import partial
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from jsonargparse import lazy_instance
 from lightning.pytorch import LightningModule
 from tqdm.auto import tqdm
 
@@ -19,8 +20,9 @@ from .method.loop import Iteration, reverse_loop
 from .method.losses import FeatureLoss, SquaredL2
 from .method.measure import metrics, to_uint8, track_best
 from .method.records import BestImage, Trajectory, defined
-from .method.sampling import check_timesteps, fork, generators, sample_seed
+from .method.sampling import check_timesteps, fork, generators, model_input, prediction_type, sample_seed
 from .method.targets import check_feature_size, check_text_targets, target_features
+from .method.trust import PriorScore, check_generations
 from .models.extractors import FeatureExtractor
 from .models.priors import DiffusionPrior
 from .runs.data import collate
@@ -66,6 +68,13 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             matching losses: a maximisation objective (:class:`~lit_featinv.Activation`) has no cosine to reach.
         progress: show a progress bar over the steps of each batch (on stderr; not under a Trainer whose progress bar
             is off: ``trainer.enable_progress_bar: false`` turns every bar off).
+        prior_score: how typical each saved image is of the prior (:class:`~lit_featinv.method.trust.PriorScore`,
+            ``prior_score`` in its metrics; lower is more typical): on by default, ``steps * draws`` denoiser forwards
+            per image, no backward; null: off (``prior_score: null`` in the metrics).
+        checks: other networks measured on each generation against its target image (``checks`` in its metrics:
+            per name the cosine of their features, for ``check_classifiers`` also whether the top-1 class agrees);
+            null for targets without an image.
+        check_classifiers: the names in ``checks`` whose features are class scores (logits or probabilities).
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
     Trainer's precision; so are targets and the reported metrics.
@@ -75,7 +84,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
                  guidance: Guidance | None = None, num_inference_steps: int = 50, recurrence: int = 8,
                  early_steps: int = 0, early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0,
                  eta: float = 0.0, best_from_guided: bool = False, stop_cosine: float | None = None,
-                 progress: bool = True):
+                 progress: bool = True, prior_score: PriorScore | None = lazy_instance(PriorScore),
+                 checks: dict[str, FeatureExtractor] | None = None, check_classifiers: list[str] | None = None):
         super().__init__()
         for key, value in (("recurrence", recurrence), ("early_recurrence", early_recurrence),
                            ("samples_per_target", samples_per_target), ("num_inference_steps", num_inference_steps),
@@ -93,13 +103,27 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             raise ConfigError("model.stop_cosine", f"{type(prior.scheduler).__name__} keeps earlier outputs per sample "
                                                    f"({history[0]}), so samples cannot leave the batch; use a one-step "
                                                    f"scheduler (DDIM, DDPM, Euler) or stop_cosine: null")
+        kind = prediction_type(prior.scheduler)
+        if prior.prediction is not None and kind != prior.prediction:
+            raise ConfigError("model.prior.scheduler", f"{type(prior.scheduler).__name__} steps {kind} outputs, but "
+                                                       f"{type(prior).__name__}'s model predicts {prior.prediction}: "
+                                                       f"take a scheduler for it (e.g. diffusers."
+                                                       f"FlowMatchEulerDiscreteScheduler for flow matching)")
         self.guidance = guidance or UNetGradient()
         self.guidance.check(num_inference_steps, prior)
         self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
-        check_timesteps(fork(prior.scheduler), num_inference_steps)
+        unknown = sorted(set(check_classifiers or ()) - set(checks or {}))
+        if unknown:
+            raise ConfigError("model.check_classifiers", f"{unknown} are not names in model.checks "
+                                                         f"({sorted(checks or {})})")
+        self.prior_score, self.checks = prior_score, torch.nn.ModuleDict(checks or {})
+        self.check_classifiers = set(check_classifiers or ())
+        if prior_score is not None:
+            prior_score.schedule(prior)  # a schedule it cannot make stops here
+        check_timesteps(fork(prior.scheduler), num_inference_steps, schedule=prior.schedule_kwargs(num_inference_steps))
         self.requires_grad_(False)
         self.feature_dim: int | None = None
 
@@ -142,8 +166,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
         guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
         objective = lambda image: self.loss(self.extractor(image), target)  # noqa: E731
-        return self.guidance(self.prior.denoise, self.to_image, objective, scheduler.scale_model_input(sample, t),
-                             t, abar, scheduler.config.prediction_type, w)
+        return self.guidance(self.prior.denoise, self.to_image, objective, model_input(scheduler, sample, t), t, abar,
+                             prediction_type(scheduler), w)
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
@@ -151,9 +175,11 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         -1: never; its trajectory, :class:`~lit_featinv.method.records.Trajectory`)."""
         gens = generators(seeds)
         scheduler = fork(self.prior.scheduler)  # schedulers keep state: one per batch
-        scheduler.set_timesteps(self.num_inference_steps, device=self.device)
+        scheduler.set_timesteps(self.num_inference_steps, device=self.device,
+                                **self.prior.schedule_kwargs(self.num_inference_steps))
         shape = (len(seeds), *self.prior.sample_shape)
-        sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scheduler.init_noise_sigma
+        sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32)
+        sample = sample * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at the noise itself
         best, final, trajectory = BestImage(), [None] * len(seeds), Trajectory(len(seeds))
         nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
@@ -229,25 +255,34 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         out = self.generate(expanded, seeds)
         final, best = to_uint8(out["image"]), out["best_image"]
         scores, best_scores = (metrics(self.extractor, self.loss, images, expanded) for images in (final, best))
-        seconds = (time.perf_counter() - start) / len(rows)
         target_images = [None if image is None else to_uint8(image[None])[0] for image in batch["image"]]  # as saved
+        trust = self.trust(final, [target_images[n] for n, _ in rows])
+        seconds = (time.perf_counter() - start) / len(rows)
         for r, (n, j) in enumerate(rows):
             failed_step = int(out["failed_step"][r])
             record = {"id": batch["id"][n], "sample": j, "seed": seeds[r], "source": batch["source"][n],
                       "status": "ok" if failed_step < 0 else "nonfinite", "target_image": None}
             nfe = int(out["nfe"][r])
             if failed_step >= 0:
-                records.append(record | {"failed_step": failed_step, "metrics": {"nfe": nfe}})
+                records.append(record | {"failed_step": failed_step, "metrics": {"nfe": nfe, "prior_score": None,
+                                                                                "checks": None}})
                 continue
             values = {k: defined(float(v[r])) for k, v in scores.items()}
             values |= {f"best_{k}": defined(float(v[r])) for k, v in best_scores.items()}
             values |= {"best_step": int(out["best_step"][r]), "nfe": nfe,
-                       "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3)}
+                       "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3), **trust[r]}
             if int(out["stop_step"][r]) >= 0:
                 values["stop_step"] = int(out["stop_step"][r])
             records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": values,
                                      "trajectory": out["trajectory"][r], "target_image": target_images[n]})
         return records
+
+    def trust(self, saved: torch.Tensor, targets: list[torch.Tensor | None]) -> list[dict]:
+        """Per generation (uint8 images as saved, each one's target image or None): ``prior_score`` and ``checks``
+        (:mod:`lit_featinv.method.trust`; None where off or, for checks, where the target has no image)."""
+        scores = self.prior_score(self.prior, saved).tolist() if self.prior_score is not None else [None] * len(saved)
+        checked = check_generations(dict(self.checks), self.check_classifiers, saved, targets)
+        return [{"prior_score": score, "checks": check} for score, check in zip(scores, checked)]
 
     def setup(self, stage: str) -> None:
         """Under a Trainer with ``inference_mode=True`` (its default), predict runs under ``torch.no_grad`` instead:

@@ -18,6 +18,15 @@ def test_guided_pixel_ddpm_is_far_closer_than_unguided():
     assert guided > 0.85 and guided > unguided + 0.3, (guided, unguided)
 
 
+def test_guided_flow_view_of_the_pixel_ddpm_is_far_closer_than_unguided():
+    """The flow-matching path (velocity prediction, flow re-noising, FlowMatchEulerDiscreteScheduler) on real weights:
+    the zoo's pixel DDPM seen as a flow model (lit_featinv.FlowMatchingView)."""
+    from lit_featinv import FlowMatchingView
+    prior = FlowMatchingView(str(ZOO / "fmnist-ddpm"))
+    guided, unguided = mean_cosine(prior, 0.8, 2), mean_cosine(prior, 0.0, 1)
+    assert guided > 0.85 and guided > unguided + 0.3, (guided, unguided)
+
+
 def test_guided_latent_ddpm_is_far_closer_than_unguided():
     prior = LatentDiffusionPrior(str(ZOO / "fmnist-ldm"))
     guided, unguided = mean_cosine(prior, 0.8, 2), mean_cosine(prior, 0.0, 1)

@@ -7,4 +7,6 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "diversity": ["variation", "pixel_diversity", "feature_diversity", "std_map"],
     "report": ["Report", "build", "contact_sheet"],
     "page": ["html_page"],
+    "trust": ["Reference", "load_reference"],
+    "top_images": ["TopImages", "add_top_images"],
 })

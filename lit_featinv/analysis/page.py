@@ -14,6 +14,7 @@ from PIL import Image
 from ..runs.folder import mean, ok, run_stats
 from .reading import best_iteration, config_summary
 from .report import Report, Tile, tile
+from .trust import PERCENTILE, atypical, disagreeing
 
 MAX_CURVES = 200  # thin lines drawn per trajectory plot (the mean uses all)
 
@@ -39,6 +40,8 @@ img { image-rendering: pixelated; display: block; }
 .notes { background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 24px; }
 .config { font-size: 11px; white-space: nowrap; }
 .none { color: #999; }
+.flag { color: #b00020; font-weight: bold; }
+.real { display: flex; gap: 4px; border-left: 3px solid #1f77b4; padding-left: 4px; }
 """
 
 
@@ -69,10 +72,49 @@ def figure_html(item: Tile, caption: str, height: int, title: str = "") -> str:
     return f"<figure>{tile_html(item, height, title)}<figcaption>{caption}</figcaption></figure>"
 
 
-def caption(line: dict) -> str:
+def caption(report: Report, index: int, line: dict) -> str:
     if not ok(line):
         return "failed"
-    return f"cos {num(line.get('cosine'))}<br>rel. L2 {num(line.get('rel_l2'), 3)}"
+    activation = report.top.activation(index, line) if report.top is not None else None
+    shown = f"<b>act {num(activation, 3)}</b><br>" if activation is not None else ""
+    return (f"{shown}cos {num(line.get('cosine'))}<br>rel. L2 {num(line.get('rel_l2'), 3)}"
+            f"{trust_caption(report, index, line)}")
+
+
+def real_html(report: Report, index: int, target: str) -> str:
+    """The top real images of a latent target (``--top-images``), each with its activation and file name."""
+    top = report.top
+    if top is None or index not in top.labels:
+        return ""
+    figures = "".join(figure_html(r.tile, f"<b>act {num(r.activation, 3)}</b><br>{html.escape(r.name)}",
+                                  report.height, r.name) for r in top.best.get((index, target), []))
+    return (f'<div class="real" title="the folder\'s images with the highest activation of '
+            f'{html.escape(top.labels[index].get(target, ""))}">{figures}</div>')
+
+
+def flags(report: Report, index: int, line: dict) -> tuple[bool, list[str]]:
+    """Whether a generation is flagged as atypical of the prior, and the checks it fails."""
+    reference = report.reference if index in report.against_reference else None
+    return atypical(line, reference), disagreeing(line, report.check_cosine)
+
+
+def trust_caption(report: Report, index: int, line: dict) -> str:
+    """The prior score (with its percentile in the reference) and the checks, each flag in red."""
+    parts, score = [], line.get("prior_score")
+    high, failed = flags(report, index, line)
+    if score is not None:
+        rank = (f" (p{report.reference.rank(score):.0f})" if report.reference is not None and
+                index in report.against_reference else "")
+        text = f"prior {num(score, 3)}{rank}"
+        parts.append(f'<span class="flag" title="above the reference\'s {PERCENTILE}th percentile '
+                     f'({report.reference.threshold:.3f}): atypical of the prior">⚑ {text}</span>' if high else text)
+    for name, check in (line.get("checks") or {}).items():
+        agrees = {True: " ✓", False: " ✗"}.get(check.get("agrees"), "")
+        parts.append(f"{html.escape(name)} {num(check.get('cosine'), 3)}{agrees}")
+    if failed:
+        parts.append(f'<span class="flag" title="feature matched, other networks disagree">⚑ '
+                     f'{html.escape(", ".join(failed))} disagree{"s" if len(failed) == 1 else ""}</span>')
+    return "".join(f"<br>{part}" for part in parts)
 
 
 def sparkline(series: list[list[float]], height: int) -> str:
@@ -96,8 +138,9 @@ def run_cell(report: Report, index: int, target: str, vmax: float) -> str:
     if cell is None:
         return '<td class="none">not in this run</td>'
     run, height = report.runs[index], report.height
-    parts = [figure_html(item, caption(line), height, f"{line['id']}_{line.get('sample', 0)}")
+    parts = [figure_html(item, caption(report, index, line), height, f"{line['id']}_{line.get('sample', 0)}")
              for item, line in zip(cell.tiles, cell.lines)]
+    parts.append(real_html(report, index, target))
     if cell.variation is not None:
         names = ["pixel", *report.extractors]
         measured = "".join(f"<br>{html.escape(name)} {num(cell.variation[name])}" for name in names)
@@ -112,14 +155,45 @@ def targets_table(report: Report) -> str:
     maps = [float(c.variation["std"].max()) for c in report.cells.values() if c.variation]
     vmax = max(maps, default=0.0) or 1.0
     head = "".join(f"<th>{html.escape(run.label)}</th>" for run in report.runs)
-    rows = [f"<tr><td>{html.escape(t)}{tile_html(report.target_tiles[t], report.height, t)}</td>"
+    text = report.top.target_text if report.top is not None else str
+    rows = [f"<tr><td>{html.escape(text(t))}{tile_html(report.target_tiles[t], report.height, t)}</td>"
             + "".join(run_cell(report, i, t, vmax) for i in range(len(report.runs))) + "</tr>" for t in report.targets]
     explained = (f"; the std map is the per-pixel standard deviation across a target's generations (black 0, yellow "
                  f"{vmax:.3f}, one scale for the page), with the mean pairwise RMS pixel difference and, per "
                  f"extractor, the mean pairwise 1 − cosine of the generations' features" if maps else "")
     return (f"<h2>Targets</h2><p>Each generation with its cosine and relative L2 to the target feature{explained}; the "
-            f"curve is the cosine at each guided iteration.</p><table><tr><th>target</th>{head}</tr>{''.join(rows)}"
+            f"curve is the cosine at each guided iteration.</p>{top_legend(report)}{trust_legend(report)}"
+            f"<table><tr><th>target</th>{head}</tr>"
+            f"{''.join(rows)}"
             f"</table>")
+
+
+def top_legend(report: Report) -> str:
+    """What the activations and the real images beside latent targets are."""
+    top = report.top
+    if top is None or not top.labels:
+        return ""
+    return (f"<p>act: the activation of the target's latent or channel (the run's extractor, on the saved 8-bit "
+            f"image; a generation's is -loss); beside the generations (blue bar), the {top.top} image(s) of the "
+            f"{top.count} in {html.escape(str(top.folder))} with the highest activation of it.</p>")
+
+
+def trust_legend(report: Report) -> str:
+    """What the prior scores and checks under the images mean, and where the reference comes from."""
+    lines = [line for i in range(len(report.runs)) for line in run_lines(report, i)]
+    parts = []
+    if any(line.get("prior_score") is not None for line in lines):
+        reference = report.reference
+        parts.append("prior: the prior's own denoising error on the saved image (lower: more typical of the prior)" + (
+            f"; (pN): its percentile among the {len(reference.scores)} scores of {html.escape(reference.source)}, "
+            f"⚑ above the {PERCENTILE}th ({reference.threshold:.3f})" if reference is not None else
+            "; no reference given (--reference)"))
+    if any(line.get("checks") for line in lines):
+        low = f", or whose cosine is below {report.check_cosine}" if report.check_cosine is not None else ""
+        parts.append(f"checks: other networks' cosine between the generation's features and the target image's (✓ / ✗: "
+                     f"the top-1 class agrees or not); ⚑ where one disagrees{low}: the feature may be matched, but "
+                     f"other networks disagree")
+    return f"<p>{'. '.join(parts)}.</p>" if parts else ""
 
 
 def run_lines(report: Report, index: int) -> list[dict]:
@@ -130,14 +204,20 @@ def summary_table(report: Report) -> str:
     names = ["pixel", *report.extractors]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "folder", "config", "generations", "mean cos",
                                                           "worst cos", "mean rel. L2", "s / generation",
+                                                          "mean prior score", "⚑ prior", "⚑ checks",
                                                           *(f"diversity: {name}" for name in names)])
     rows = []
     for i, run in enumerate(report.runs):
         stats = run_stats(run_lines(report, i))
         measured = [c.variation for (j, _), c in report.cells.items() if j == i and c.variation]
+        checked = [line for line in run_lines(report, i) if ok(line) and line.get("checks")]
+        flagged = [flags(report, i, line) for line in run_lines(report, i) if ok(line)]
         numbers = [f"{stats['generations']}" + (f" ({stats['failed']} failed)" if stats["failed"] else ""),
                    num(stats["mean_cosine"]), num(stats["worst_cosine"]), num(stats["mean_rel_l2"]),
-                   num(stats["mean_seconds"], 2), *(num(mean([v[name] for v in measured])) for name in names)]
+                   num(stats["mean_seconds"], 2), num(stats["mean_prior_score"]),
+                   f"{sum(high for high, _ in flagged)}" if i in report.against_reference else "–",
+                   f"{sum(bool(failed) for _, failed in flagged)}" if checked else "–",
+                   *(num(mean([v[name] for v in measured])) for name in names)]
         config = "<br>".join(html.escape(line) for line in config_summary(run.config))
         numbers = "".join(f'<td class="num">{n}</td>' for n in numbers)
         rows.append(f"<tr><td>{html.escape(run.label)}</td><td>{html.escape(str(run.path))}</td>"

@@ -14,6 +14,7 @@ from ..runs.folder import ok
 from ..runs.images import font, load_image, text_tile, tile as view_tile
 from .diversity import variation
 from .reading import Run, load_generations
+from .trust import Reference, comparable
 
 TILE = 112  # px: height of an image tile (28-px images at 4x)
 PAD, GAP, HEADER = 2, 12, 20  # contact sheet: px between tiles, between runs, for the header row
@@ -40,6 +41,10 @@ class Report:
     extractors: list[str]
     notes: list[str]
     height: int
+    reference: Reference | None = None  # prior scores of real images
+    against_reference: frozenset[int] = frozenset()  # the runs whose prior scores are read against it
+    check_cosine: float | None = None  # a check's cosine below it fails (classifiers fail when their class differs)
+    top: object | None = None  # real images beside latent targets (.top_images.TopImages; --top-images)
 
 
 # ---- building ----------------------------------------------------------------------------------------------------
@@ -100,8 +105,10 @@ def check_sizes(report: Report) -> None:
 
 
 def build(runs: list[Run], baseline: Run | None, extractors: dict, height: int = TILE,
-          notes: list[str] | None = None) -> Report:
-    """Load and measure what the page and the sheet show: the targets, each run's generations of them, variation."""
+          notes: list[str] | None = None, reference: Reference | None = None,
+          check_cosine: float | None = None) -> Report:
+    """Load and measure what the page and the sheet show: the targets, each run's generations of them, variation;
+    which runs' prior scores are read against the ``reference`` (a note for each that is not)."""
     notes, shown = list(notes or []), runs + ([baseline] if baseline is not None else [])
     for run in shown:
         notes += run.notes
@@ -109,8 +116,11 @@ def build(runs: list[Run], baseline: Run | None, extractors: dict, height: int =
     targets = choose_targets(runs, notes)
     cells = {(i, target): make_cell(run, target, extractors, height)
              for i, run in enumerate(shown) for target in targets if run.lines(target)}
+    reasons = {i: comparable(reference, run) for i, run in enumerate(shown)} if reference is not None else {}
+    notes += [reason for reason in reasons.values() if reason]
     report = Report(shown, baseline is not None, targets, {t: target_tile(shown, t, height, notes) for t in targets},
-                    cells, list(extractors), notes, height)
+                    cells, list(extractors), notes, height, reference,
+                    frozenset(i for i, reason in reasons.items() if reason is None), check_cosine)
     report.notes += [note for run in shown for note in run.notes]  # missing image files
     check_sizes(report)
     return report
@@ -122,12 +132,15 @@ def sheet_tile(item: Tile, height: int) -> Image.Image:
 
 
 def contact_sheet(report: Report) -> Image.Image:
-    """Rows: targets; columns: target | each run's generations (the baseline's last), run labels on top."""
-    height, targets = report.height, report.targets
-    shown = {t: t if isinstance(report.target_tiles[t], str) else report.target_tiles[t] for t in targets}  # text: id
-    groups = [("target", [[shown[t]] for t in targets])] + [
-        (run.label, [getattr(report.cells.get((i, t)), "tiles", []) for t in targets])
-        for i, run in enumerate(report.runs)]
+    """Rows: targets; columns: target | each run's generations (the baseline's last), run labels on top; with
+    ``report.top``, a latent run's generations and its top real images, each captioned with its activation."""
+    height, targets, top = report.height, report.targets, report.top
+    text = top.target_text if top is not None else str
+    shown = {t: text(t) if isinstance(report.target_tiles[t], str) else report.target_tiles[t] for t in targets}
+    groups = [("target", [[shown[t]] for t in targets])]
+    for i, run in enumerate(report.runs):
+        rows = [getattr(report.cells.get((i, t)), "tiles", []) for t in targets]
+        groups += top.sheet_groups(report, i, rows) if top is not None else [(run.label, rows)]
     layout, x = [], 0
     for label, rows in groups:
         rows = [[sheet_tile(item, height) for item in row] for row in rows]
@@ -136,11 +149,12 @@ def contact_sheet(report: Report) -> Image.Image:
         width = slots * slot + (slots - 1) * PAD
         layout.append((label[: max(1, width // 6)], rows, x, slot))
         x += width + GAP
-    sheet = Image.new("RGB", (x - GAP, HEADER + len(targets) * (height + PAD) - PAD * bool(targets)), "white")
+    row = max((img.height for _, rows, _, _ in layout for r in rows for img in r), default=height)  # captions: taller
+    sheet = Image.new("RGB", (x - GAP, HEADER + len(targets) * (row + PAD) - PAD * bool(targets)), "white")
     draw = ImageDraw.Draw(sheet)
     for label, rows, left, slot in layout:
         draw.text((left + 2, 4), label, fill="black", font=font())
-        for r, row in enumerate(rows):
-            for s, img in enumerate(row):
-                sheet.paste(img, (left + s * (slot + PAD) + (slot - img.width) // 2, HEADER + r * (height + PAD)))
+        for r, images in enumerate(rows):
+            for s, img in enumerate(images):
+                sheet.paste(img, (left + s * (slot + PAD) + (slot - img.width) // 2, HEADER + r * (row + PAD)))
     return sheet

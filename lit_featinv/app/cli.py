@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -141,9 +142,14 @@ def check_before_loading(config) -> None:
     args = dict(prior.get("init_args") or {})
     if not (isinstance(cls, type) and issubclass(cls, DiffusionPrior)) or "pretrained" not in args:
         return
-    scheduler = load_scheduler(args["pretrained"], args.get("scheduler", "diffusers.DDIMScheduler"),
-                               args.get("scheduler_config"), args.get("scheduler_subfolder", "scheduler"))
-    check_timesteps(scheduler, model.init_args.num_inference_steps)
+    default = inspect.signature(cls).parameters.get("scheduler")
+    name = args.get("scheduler", default.default if default is not None else "diffusers.DDIMScheduler")
+    scheduler = load_scheduler(args["pretrained"], name, args.get("scheduler_config"),
+                               args.get("scheduler_subfolder", "scheduler"))
+    # FLUX's shift (mu) follows from the image size, known once the prior has loaded; the order and range of the
+    # timesteps, which are checked here, do not depend on it
+    check_timesteps(scheduler, model.init_args.num_inference_steps,
+                    schedule={"mu": 0.0} if scheduler.config.get("use_dynamic_shifting") else None)
 
 
 def main(args=None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-HELP = """usage: lit-featinv {predict,report,presets} ...
+HELP = """usage: lit-featinv {predict,report,presets,encode-prompt} ...
 
 Generate images whose features match target features by guided diffusion, and compare the runs.
 
@@ -16,6 +16,9 @@ subcommands:
   report    runs side by side in one HTML page: lit-featinv report RUN_DIR [RUN_DIR ...] --out report.html
             (lit-featinv report --help: its options)
   presets   the shipped configs, by name, with what each does
+  encode-prompt
+            a prior's prompt embeddings to a file, so that the run loads no text encoder:
+            lit-featinv encode-prompt --prior lit_featinv.FluxPrior --pretrained ID --prompt "" --out FILE.pt
 """
 
 
@@ -36,6 +39,9 @@ def main(args: list[str] | None = None) -> None:
     if argv[0] == "report":
         from .report import make_report
         return make_report(argv[1:])
+    if argv[0] == "encode-prompt":
+        from .embed import main as encode
+        return encode(argv[1:])
     from ..runs.signals import NOTHING_YET, STOP, StopRequested
     owned = STOP.install()  # a stop signal while torch and the job load ends in one line too
     try:

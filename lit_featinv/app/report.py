@@ -9,6 +9,8 @@ from pathlib import Path
 from ..analysis.page import html_page
 from ..analysis.reading import Run, load_extractor, load_run
 from ..analysis.report import TILE, build, contact_sheet
+from ..analysis.top_images import TOP, add_top_images, image_files
+from ..analysis.trust import load_reference
 from ..errors import ConfigError
 
 PREFIX = "lit-featinv report"
@@ -25,6 +27,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="feature extractors ({class_path, init_args}) to measure diversity in")
     parser.add_argument("--label", nargs="+", action="extend", metavar="NAME", help="one name per RUN_DIR")
     parser.add_argument("--tile", type=int, default=TILE, help=f"tile height in px (default {TILE})")
+    parser.add_argument("--reference", metavar="RUN_DIR_OR_FILE", help="prior scores of real images to read each "
+                        "generation's prior_score against (a JSON file of benchmarks/prior_score.py, or a run folder)")
+    parser.add_argument("--check-cosine", type=float, metavar="C", help="also flag a generation whose check cosine "
+                        "is below C (classifier checks are flagged when their class differs)")
+    parser.add_argument("--top-images", metavar="FOLDER", help="real images (PNGs, searched recursively) to put "
+                        "beside latent or channel targets (a run with loss lit_featinv.Activation): each target's "
+                        "images with the highest activation of its latent, by the run's extractor")
+    parser.add_argument("--top", type=int, default=TOP, metavar="N", help=f"real images per target with --top-images "
+                        f"(default {TOP})")
     return parser.parse_args(argv)
 
 
@@ -61,6 +72,10 @@ def make_report(argv: list[str] | None = None) -> None:
         if args.tile < 8:
             raise ConfigError("report.tile", f"{args.tile} px is too small; give 8 or more")
         extractors = dict(load_extractor(path) for path in args.extractor)
+        reference = load_reference(args.reference) if args.reference else None
+        if args.top < 1:
+            raise ConfigError("report.top", f"{args.top} images per target: give 1 or more")
+        files = image_files(args.top_images) if args.top_images else None
         runs, baseline, notes = load_runs(args)
     except ConfigError as err:
         raise SystemExit(f"{PREFIX}: error: {err}") from None
@@ -70,7 +85,9 @@ def make_report(argv: list[str] | None = None) -> None:
         for note in notes:
             print(f"{PREFIX}: {note}", file=sys.stderr)
         raise SystemExit(f"{PREFIX}: error: report.runs: no run folder could be read; nothing written")
-    report = build(runs, baseline, extractors, args.tile, notes)
+    report = build(runs, baseline, extractors, args.tile, notes, reference, args.check_cosine)
+    if files is not None:
+        add_top_images(report, args.top_images, args.top, files=files)
     for note in report.notes:
         print(f"{PREFIX}: {note}", file=sys.stderr)
     out = Path(args.out)

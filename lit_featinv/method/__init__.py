@@ -12,5 +12,6 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "measure": ["to_uint8", "match_metrics", "measure_saved", "score", "metrics", "track_best"],
     "records": ["BestImage", "Trajectory"],
     "targets": ["target_features"],
+    "trust": ["PriorScore", "check_generations"],
     "constructions": ["Construction", "Interpolation", "Arithmetic", "FolderMean", "Direction"],
 })

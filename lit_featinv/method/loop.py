@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .sampling import alpha_bar, fork, in_sigma_space, renoise, step_kwargs
+from .sampling import alpha_bar, fork, noise_space, renoise, step_kwargs
 
 
 @dataclass
@@ -36,10 +36,10 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
     comes from its own generator. Returns the final samples of the rows left, and those rows.
     """
     rows = torch.arange(len(sample), device=sample.device)
-    sigma_space = in_sigma_space(scheduler)
+    space = noise_space(scheduler)
     for i, t in enumerate(progress(scheduler.timesteps)):
         abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
-        w, iterations = weight(i), iterations_at(i)
+        w, iterations = weight(i) if abar > 0 else 0.0, iterations_at(i)  # pure noise (abar 0) has no x0 to guide
         for k in range(iterations):
             output, image, guided_x0 = guided(sample, t, abar, rows, w)
             leave = on_iteration(Iteration(i, k, t, w, rows, image, guided_x0)) if on_iteration else None
@@ -52,8 +52,8 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
             last = k == iterations - 1
             stepper = scheduler if last else fork(scheduler)
             sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=eta)).prev_sample
-            if not last:  # back to t: x_prev + noise in sigma space, sqrt(abar ratio) scaling otherwise
-                sample = renoise(sample, abar, abar_prev, gens, sigma_space)
+            if not last:  # back to t, in the sample's own space
+                sample = renoise(sample, abar, abar_prev, gens, space)
             if after_step is not None:
                 sample = after_step(sample, rows, i)
     return sample, rows

@@ -1,7 +1,10 @@
 """Scheduler-agnostic diffusion maths: prediction-type conversions, re-noising, per-sample seeds.
 
 Everything here reads the scheduler's own config and state (``prediction_type``, ``alphas_cumprod``, ``sigmas``)
-so that any diffusers scheduler can be stepped unchanged with a guided model output.
+so that any diffusers scheduler can be stepped unchanged with a guided model output. A step's noise level is its
+signal level ``abar`` (the share of the clean sample in a variance-preserving sample), also for Euler-type
+schedulers (sigma space: ``abar = 1 / (1 + sigma^2)``) and flow matching (``x = (1 - sigma) x0 + sigma eps``: the
+``abar`` of the same signal-to-noise ratio, :func:`~lit_featinv.models.priors.flow_sigma`).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ConfigError
+from ..models.priors import FLOW, flow_sigma, vp_alpha_bar
 
 
 def sample_seed(seed: int, sample_id: str, index: int) -> int:
@@ -27,24 +31,44 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
+def prediction_type(scheduler) -> str:
+    """What the model predicts for this scheduler: its config's ``prediction_type`` (epsilon, v_prediction, sample,
+    flow_prediction); a flow-matching scheduler without one (FlowMatchEulerDiscreteScheduler, which noises with
+    ``scale_noise``) steps a velocity, ``flow_prediction``."""
+    kind = scheduler.config.get("prediction_type")
+    return kind or (FLOW if hasattr(scheduler, "scale_noise") else "epsilon")
+
+
+def noise_space(scheduler) -> str:
+    """How the loop's sample holds its noise: ``flow`` (x = (1 - sigma) x0 + sigma eps), ``sigma`` (x = x0 +
+    sigma eps: Euler-type schedulers, ``init_noise_sigma > 1``) or ``vp`` (x = sqrt(abar) x0 + sqrt(1 - abar) eps)."""
+    if prediction_type(scheduler) == FLOW:
+        return "flow"
+    return "sigma" if float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1 else "vp"
+
+
 def alpha_bar(scheduler, index: int) -> torch.Tensor:
     """The signal level abar at the ``index``-th step of the schedule (``len(timesteps)``: after the last step).
 
     Schedulers with ``sigmas`` (Euler, DPM-Solver, UniPC, ...; their timesteps may be fractional) give
-    abar = 1 / (1 + sigma^2); the others (DDPM, DDIM, ...) ``alphas_cumprod[t]``.
+    abar = 1 / (1 + sigma^2), flow-matching ones the abar of their sigma's signal-to-noise ratio; the others (DDPM,
+    DDIM, ...) ``alphas_cumprod[t]``.
     """
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is not None:
-        return (1 / (1 + sigmas[index].double() ** 2)).float()
+        sigma = sigmas[index].double()
+        return (vp_alpha_bar(sigma) if noise_space(scheduler) == "flow" else 1 / (1 + sigma ** 2)).float()
     if index < len(scheduler.timesteps):
         return scheduler.alphas_cumprod[int(scheduler.timesteps[index])]
     final = getattr(scheduler, "final_alpha_cumprod", None)  # DDIM's level after the last step
     return torch.as_tensor(1.0 if final is None else final)
 
 
-def in_sigma_space(scheduler) -> bool:
-    """Samples are x0 + sigma * eps (Euler-type schedulers, ``init_noise_sigma > 1``), not variance preserving."""
-    return float(scheduler.init_noise_sigma) > 1
+def model_input(scheduler, sample: torch.Tensor, t) -> torch.Tensor:
+    """The model's input at ``t``: the scheduler's ``scale_model_input`` (sigma space: x / sqrt(sigma^2 + 1)); the
+    sample itself for schedulers without one (flow matching)."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return sample if scale is None else scale(sample, t)
 
 
 def split_prediction(output: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor, prediction_type: str):
@@ -59,8 +83,13 @@ def split_prediction(output: torch.Tensor, sample: torch.Tensor, abar: torch.Ten
     elif prediction_type == "sample":
         x0 = output
         eps = (sample - a * x0) / s
+    elif prediction_type == FLOW:  # a velocity v = eps - x0 of x = (1 - sigma) x0 + sigma eps
+        sigma = flow_sigma(abar)
+        x0 = sample - sigma * output
+        eps = sample + (1 - sigma) * output
     else:
-        raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
+        raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction, sample "
+                         f"or {FLOW})")
     return eps, x0
 
 
@@ -68,25 +97,35 @@ def join_prediction(eps: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor,
     """A (guided) noise estimate eps -> the model output of the scheduler's prediction type."""
     if prediction_type == "epsilon":
         return eps
+    if prediction_type == FLOW:  # at sigma = 1 (abar = 0) the velocity is not defined by eps: the loop leaves it unguided
+        return (eps - sample) / (1 - flow_sigma(abar))
     a, s = abar.sqrt(), (1 - abar).sqrt()
     x0 = (sample - s * eps) / a
     if prediction_type == "v_prediction":
         return a * eps - s * x0
     if prediction_type == "sample":
         return x0
-    raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
+    raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r} (epsilon, v_prediction, sample or "
+                     f"{FLOW})")
 
 
 def renoise(sample_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, gens,
-            sigma_space: bool = False) -> torch.Tensor:
-    """Forward-diffuse a sample from the previous (less noisy) step back to t (self-recurrence).
+            space: str = "vp") -> torch.Tensor:
+    """Forward-diffuse a sample from the previous (less noisy) step back to t (self-recurrence), in the sample's own
+    ``space`` (:func:`noise_space`), so that the result has the forward process's marginal at t.
 
     Variance preserving: sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) noise; in sigma space
-    (sigma^2 = 1 / abar - 1): x_prev + sqrt(sigma_t^2 - sigma_prev^2) noise.
+    (sigma^2 = 1 / abar - 1): x_prev + sqrt(sigma_t^2 - sigma_prev^2) noise; flow (x = (1 - sigma) x0 + sigma eps):
+    r x_prev + sqrt(sigma_t^2 - (r sigma_prev)^2) noise with r = (1 - sigma_t) / (1 - sigma_prev). All three are
+    x_t = (a_t / a_prev) x_prev + sqrt(s_t^2 - (a_t s_prev / a_prev)^2) noise for x = a x0 + s eps.
     """
     noise = randn_tensor(sample_prev.shape, generator=gens, device=sample_prev.device, dtype=sample_prev.dtype)
-    if sigma_space:
+    if space == "sigma":
         return sample_prev + (1 / abar_t - 1 / abar_prev).clamp_min(0).sqrt() * noise
+    if space == "flow":
+        sigma_t, sigma_prev = flow_sigma(abar_t), flow_sigma(abar_prev)
+        ratio = (1 - sigma_t) / (1 - sigma_prev)
+        return ratio * sample_prev + (sigma_t ** 2 - (ratio * sigma_prev) ** 2).clamp_min(0).sqrt() * noise
     ratio = abar_t / abar_prev
     return ratio.sqrt() * sample_prev + (1 - ratio).sqrt() * noise
 
@@ -108,26 +147,29 @@ def fork(scheduler):
     return copy.deepcopy(scheduler)
 
 
-def check_timesteps(scheduler, num_inference_steps: int, key: str = "model.prior.scheduler_config") -> None:
+def check_timesteps(scheduler, num_inference_steps: int, key: str = "model.prior.scheduler_config",
+                    schedule: dict | None = None) -> None:
     """Refuse, naming the config key, a schedule the loop cannot run: a timestep outside the model's trained range
-    0..num_train_timesteps-1 (e.g. Stable Diffusion's ``steps_offset: 1`` with 1000 "leading" steps gives 1000),
-    repeated timesteps (second-order schedulers: one step must be one model call) or timesteps that do not decrease.
-    Sets ``scheduler``'s timesteps: pass a fork."""
+    0..num_train_timesteps-1 (e.g. Stable Diffusion's ``steps_offset: 1`` with 1000 "leading" steps gives 1000; flow
+    matching's continuous timesteps run from num_train_timesteps down), repeated timesteps (second-order schedulers:
+    one step must be one model call) or timesteps that do not decrease. ``schedule``: the prior's further arguments
+    of ``set_timesteps`` (FLUX's ``mu``). Sets ``scheduler``'s timesteps: pass a fork."""
     name, config = type(scheduler).__name__, scheduler.config
     train = config.num_train_timesteps
+    last = train if noise_space(scheduler) == "flow" else train - 1  # flow: sigma * train, from train down
     if num_inference_steps > train:
         raise ConfigError("model.num_inference_steps", f"{num_inference_steps} is more than the {train} steps the "
                                                        f"model was trained with (num_train_timesteps)")
     try:
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler.set_timesteps(num_inference_steps, **(schedule or {}))
     except ValueError as err:
         raise ConfigError(key, f"{name} cannot make {num_inference_steps} steps: {err}") from err
     t = scheduler.timesteps.double()
     where = (f"{name} with {num_inference_steps} steps (timestep_spacing {config.get('timestep_spacing', 'leading')!r}, "
              f"steps_offset {config.get('steps_offset', 0)})")
-    outside = t[(t < 0) | (t >= train)]
+    outside = t[(t < 0) | (t > last)]
     if len(outside):
-        raise ConfigError(key, f"{where} gives timestep {outside[0].item():g}, outside the model's 0..{train - 1}; "
+        raise ConfigError(key, f"{where} gives timestep {outside[0].item():g}, outside the model's 0..{last}; "
                                f"set timestep_spacing: trailing (or steps_offset: 0) there")
     if len(torch.unique(t)) != len(t):
         raise ConfigError(key, f"{where} repeats timesteps (a second-order scheduler?); each step must be one model "

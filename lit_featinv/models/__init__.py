@@ -3,9 +3,15 @@ preprocessing, and the loading of their weights. Nothing here knows the guidance
 from ..lazy import exports
 
 __all__, __getattr__, __dir__ = exports(__name__, {
-    "priors": ["DiffusionPrior", "LatentDiffusionPrior", "StableDiffusionPrior", "decode_latents", "encode_prompt",
-               "load_scheduler"],
+    "priors": ["DiffusionPrior", "LatentDiffusionPrior", "StableDiffusionPrior", "FlowMatchingView", "decode_latents",
+               "encode_prompt", "load_scheduler"],
+    "sdxl": ["StableDiffusionXLPrior"],
+    "sd3": ["StableDiffusion3Prior"],
+    "flux": ["FluxPrior"],
+    "conditioned": ["PromptConditionedPrior", "write_prompt_embeds"],
+    "text": ["save_prompt_embeds", "load_prompt_embeds"],
     "extractors": ["FeatureExtractor", "TimmExtractor", "ModuleExtractor", "OpenClipExtractor", "TorchvisionExtractor"],
+    "sae": ["SAEExtractor", "read_sae"],
     "preprocess": ["Preprocess"],
     "loading": ["load_pretrained", "load_state_dict"],
 })

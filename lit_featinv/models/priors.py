@@ -1,6 +1,9 @@
 """Diffusion priors: a frozen diffusers denoiser, its scheduler and the decoding of samples to images."""
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, AutoModel
 from torch import nn
@@ -10,11 +13,49 @@ from ..errors import ConfigError
 from .loading import load_pretrained
 
 
+FLOW = "flow_prediction"  # a flow-matching model's output, the velocity v = eps - x0 (diffusers' name)
+
+WEIGHTS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def to_weights_dtype(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A forward pre-hook: floating inputs of 2 or more dimensions (images, latents, embeddings, position ids) in the
+    module's weight dtype; timesteps and guidance scales (1-d) stay as they are, as diffusers' pipelines pass them."""
+    def cast(value):
+        if isinstance(value, dict):  # SDXL's added_cond_kwargs
+            return {k: cast(v) for k, v in value.items()}
+        if torch.is_tensor(value) and value.is_floating_point() and value.ndim >= 2:
+            return value.to(module.dtype)
+        return value
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+def flow_sigma(abar: torch.Tensor) -> torch.Tensor:
+    """The flow-matching sigma with the signal-to-noise ratio of a variance-preserving level ``abar``:
+    x = (1 - sigma) x0 + sigma eps is x_vp / (sqrt(abar) + sqrt(1 - abar)), sigma = sqrt(1 - abar) / (sqrt(abar) +
+    sqrt(1 - abar))."""
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    return s / (a + s)
+
+
+def vp_alpha_bar(sigma: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`flow_sigma`: abar = (1 - sigma)^2 / ((1 - sigma)^2 + sigma^2)."""
+    return (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma ** 2)
+
+
 def decode_latents(vae, sample: torch.Tensor) -> torch.Tensor:
     """A diffusers autoencoder's decode of a sample in the UNet's latent space (its config's scale and shift undone)
     -> image in [-1, 1], float32, differentiable."""
     cfg = vae.config
     return vae.decode(sample / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)).sample.float()
+
+
+def encode_latents(vae, image: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`decode_latents`: an image in [-1, 1] -> the mean of the autoencoder's latent distribution
+    in the UNet's latent space (its config's shift and scale applied), float32."""
+    cfg = vae.config
+    mean = vae.encode(image).latent_dist.mean
+    return ((mean - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor).float()
 
 
 def load_scheduler(pretrained: str, scheduler: str = "diffusers.DDIMScheduler", scheduler_config: dict | None = None,
@@ -40,9 +81,14 @@ class DiffusionPrior(nn.Module):
             on GPUs with tensor cores; benchmarks/gpu.py measures it).
         compile: ``torch.compile`` the UNet's forward (opt-in: the first iterations compile); a dict passes
             arguments to ``torch.compile`` (e.g. ``{mode: max-autotune}``).
+        weights_dtype: the dtype the UNet (or transformer) holds its weights in: ``float32``, or ``bfloat16`` /
+            ``float16`` for half the memory (FLUX.1's 12B transformer: 24 GB instead of 48 GB); its image and
+            conditioning inputs are cast to it, and its prediction back to float32. The VAE stays float32.
 
     Attention runs through PyTorch's scaled-dot-product attention (diffusers' default processor).
     """
+
+    prediction: str | None = None  # what the denoiser predicts where the scheduler's config cannot say (flow: FLOW)
 
     def __init__(
         self,
@@ -54,12 +100,17 @@ class DiffusionPrior(nn.Module):
         scheduler_subfolder: str | None = "scheduler",
         channels_last: bool = False,
         compile: bool | dict = False,
+        weights_dtype: str = "float32",
     ):
         super().__init__()
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ConfigError("model.prior.weights_dtype", f"{weights_dtype!r} is not one of {list(WEIGHTS_DTYPES)}")
         self.pretrained = pretrained
         self.scheduler = load_scheduler(pretrained, scheduler, scheduler_config, scheduler_subfolder)
         self.unet = load_pretrained(AutoModel, pretrained, "model.prior.pretrained", subfolder=unet_subfolder,
-                                    torch_dtype=torch.float32)
+                                    torch_dtype=WEIGHTS_DTYPES[weights_dtype])
+        if weights_dtype != "float32":  # its inputs follow its weights (and its float32 output is cast back)
+            self.unet.register_forward_pre_hook(to_weights_dtype, with_kwargs=True)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.requires_grad_(False).eval()
@@ -84,6 +135,11 @@ class DiffusionPrior(nn.Module):
         """The UNet's prediction (noise, v or sample, as ``scheduler.config.prediction_type`` says), float32."""
         return self.unet(sample, t, **self.unet_kwargs(sample.shape[0])).sample.float()
 
+    def schedule_kwargs(self, num_inference_steps: int) -> dict:
+        """Further arguments of ``scheduler.set_timesteps`` for this prior (FLUX: the shift ``mu``; a view: its
+        ``sigmas``); none by default."""
+        return {}
+
     def unet_kwargs(self, batch_size: int) -> dict:
         """Extra UNet inputs (conditioning); none for unconditional models."""
         return {}
@@ -91,6 +147,10 @@ class DiffusionPrior(nn.Module):
     def decode(self, sample: torch.Tensor) -> torch.Tensor:
         """A (clean) sample -> image in [-1, 1], differentiable."""
         return sample
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """An image in [-1, 1] -> its clean sample (the inverse of :meth:`decode`)."""
+        return image
 
 
 class LatentDiffusionPrior(DiffusionPrior):
@@ -108,9 +168,9 @@ class LatentDiffusionPrior(DiffusionPrior):
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
                  scheduler_config: dict | None = None, unet_subfolder: str = "unet", vae_subfolder: str = "vae",
                  gradient_checkpointing: bool = False, vae_upcast: bool | None = None, channels_last: bool = False,
-                 compile: bool | dict = False):
+                 compile: bool | dict = False, weights_dtype: str = "float32"):
         super().__init__(pretrained, scheduler, scheduler_config, unet_subfolder, gradient_checkpointing,
-                         channels_last=channels_last, compile=compile)
+                         channels_last=channels_last, compile=compile, weights_dtype=weights_dtype)
         self.vae_upcast = vae_upcast
         self.vae = load_pretrained(AutoencoderKL, pretrained, "model.prior.pretrained", subfolder=vae_subfolder,
                                    torch_dtype=torch.float32)
@@ -124,6 +184,12 @@ class LatentDiffusionPrior(DiffusionPrior):
             with torch.autocast(sample.device.type, enabled=False):
                 return decode_latents(self.vae, sample.float())
         return decode_latents(self.vae, sample)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """An image in [-1, 1] -> the VAE encoder's mean latent, scaled (and shifted) as :meth:`decode` undoes it;
+        in float32 under any precision (it runs once per image, outside the guided loop)."""
+        with torch.autocast(image.device.type, enabled=False):
+            return encode_latents(self.vae, image.float())
 
 
 @torch.no_grad()
@@ -158,12 +224,64 @@ class StableDiffusionPrior(LatentDiffusionPrior):
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.DDIMScheduler",
                  scheduler_config: dict | None = None, prompt: str = "", gradient_checkpointing: bool = False,
-                 vae_upcast: bool | None = None, channels_last: bool = False, compile: bool | dict = False):
+                 vae_upcast: bool | None = None, channels_last: bool = False, compile: bool | dict = False,
+                 weights_dtype: str = "float32"):
         super().__init__(pretrained, scheduler, scheduler_config, gradient_checkpointing=gradient_checkpointing,
-                         vae_upcast=vae_upcast, channels_last=channels_last, compile=compile)
+                         vae_upcast=vae_upcast, channels_last=channels_last, compile=compile,
+                         weights_dtype=weights_dtype)
         self.prompt = prompt
         self.register_buffer("prompt_embeds", encode_prompt(pretrained, prompt), persistent=False)
 
     def unet_kwargs(self, batch_size: int) -> dict:
         return {"encoder_hidden_states": self.prompt_embeds.expand(batch_size, -1, -1)}  # a buffer: moved and cast
                                                                                             # with the UNet
+
+
+class FlowMatchingView(DiffusionPrior):
+    """A variance-preserving diffusers model with epsilon prediction (e.g. the zoo's pixel DDPM) seen exactly as a
+    flow-matching model: x_flow = x / (sqrt(abar) + sqrt(1 - abar)) at sigma = :func:`flow_sigma` (abar), the
+    velocity eps - x0. Its scheduler is ``FlowMatchEulerDiscreteScheduler`` over the sigmas of the model's own
+    timesteps for N steps (as ``spacing`` spaces them), so that unguided Euler on the view is DDIM (eta 0) on the
+    model: the flow-matching code path checked on real learned weights.
+
+    Args:
+        pretrained, unet_subfolder, scheduler_subfolder, gradient_checkpointing, channels_last, compile: as
+            :class:`DiffusionPrior`.
+        spacing: the scheduler class whose timesteps (from the model's own scheduler config, plus
+            ``spacing_config``) the view steps through.
+    """
+
+    prediction = FLOW
+
+    def __init__(self, pretrained: str, spacing: str = "diffusers.DDIMScheduler", spacing_config: dict | None = None,
+                 unet_subfolder: str | None = "unet", scheduler_subfolder: str | None = "scheduler",
+                 gradient_checkpointing: bool = False, channels_last: bool = False, compile: bool | dict = False):
+        super().__init__(pretrained, spacing, spacing_config, unet_subfolder, gradient_checkpointing,
+                         scheduler_subfolder, channels_last, compile)
+        self.grid = self.scheduler  # the model's own schedule: alphas_cumprod, and its timesteps for N steps
+        if self.grid.config.get("prediction_type", "epsilon") != "epsilon":
+            raise ConfigError("model.prior.pretrained", f"{pretrained!r} predicts {self.grid.config.prediction_type}; "
+                                                        f"the view takes an epsilon-prediction model")
+        from diffusers import FlowMatchEulerDiscreteScheduler
+        self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.grid.config.num_train_timesteps,
+                                                         shift=1.0)
+        abar = self.grid.alphas_cumprod.double()
+        self.log_snr = (abar / (1 - abar)).log()  # decreasing with the model's timestep
+
+    def schedule_kwargs(self, num_inference_steps: int) -> dict:
+        grid = copy.deepcopy(self.grid)
+        grid.set_timesteps(num_inference_steps)
+        return {"sigmas": flow_sigma(grid.alphas_cumprod[grid.timesteps].double()).tolist()}
+
+    def model_timestep(self, abar: torch.Tensor) -> float:
+        """The model's (continuous) timestep of a signal level: log-SNR interpolated in its schedule; one on its
+        training grid (within 1e-3) as that integer."""
+        t = float(np.interp(-float((abar / (1 - abar)).log()), -self.log_snr.numpy(), np.arange(len(self.log_snr))))
+        return float(round(t)) if abs(t - round(t)) < 1e-3 else t
+
+    def denoise(self, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        abar = vp_alpha_bar(torch.as_tensor(t, dtype=torch.float64).cpu() / self.scheduler.config.num_train_timesteps)
+        a, s = float(abar.sqrt()), float((1 - abar).sqrt())
+        x = sample * (a + s)
+        eps = self.unet(x, self.model_timestep(abar), **self.unet_kwargs(sample.shape[0])).sample.float()
+        return eps - (x - s * eps) / a

@@ -276,11 +276,11 @@ def mean(values: list[float]) -> float:
 
 
 def run_stats(lines: list[dict]) -> dict:
-    """Count of generations (written, failed) and the mean / worst cosine, mean rel. L2, loss and seconds over the
-    written (over the lines where they are defined; nan where none is)."""
+    """Count of generations (written, failed) and the mean / worst cosine, mean rel. L2, loss, seconds and prior score
+    over the written (over the lines where they are defined; nan where none is)."""
     done = [line for line in lines if ok(line)]
     cosines = [line["cosine"] for line in done if line.get("cosine") is not None]  # null: undefined (a zero target)
     means = {f"mean_{key}": mean([line[key] for line in done if line.get(key) is not None])
-             for key in ("rel_l2", "loss", "seconds")}
+             for key in ("rel_l2", "loss", "seconds", "prior_score")}
     return {"generations": len(done), "failed": len(lines) - len(done), "mean_cosine": mean(cosines),
             "worst_cosine": min(cosines, default=math.nan), **means}

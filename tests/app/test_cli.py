@@ -94,7 +94,7 @@ def test_top_level_help_imports_no_torch_and_names_the_subcommands():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "predict" in result.stdout and "report" in result.stdout and "presets" in result.stdout
     bare = subprocess.run([sys.executable, "-m", "lit_featinv"], capture_output=True, text=True, cwd=ROOT)
-    assert bare.returncode == 2 and "usage: lit-featinv {predict,report,presets}" in bare.stderr
+    assert bare.returncode == 2 and "usage: lit-featinv {predict,report,presets,encode-prompt}" in bare.stderr
 
 
 def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir, capsys):

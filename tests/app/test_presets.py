@@ -10,7 +10,11 @@ import yaml
 
 from conftest import ROOT, ZOO, save_pixel_prior, save_timm, write_images
 from lit_featinv import FeatureInversion
+from lit_featinv.config import import_object
+from lit_featinv.models.priors import FLOW
 from lit_featinv.app.cli import main
+
+from tiny_pipelines import save_flux, save_sd3, save_sdxl
 
 PRESETS = sorted(p.relative_to(ROOT / "configs").as_posix()[:-5] for p in (ROOT / "configs").rglob("*.yaml"))
 EARLY_RECURRENCE = 2  # instead of the paper's 1000 for the first steps
@@ -33,6 +37,26 @@ def tiny_sources(tmp_path_factory, sd_prior, open_clip_name, latent_prior):
     }
 
 
+@pytest.fixture(scope="module")
+def modern_sources(tmp_path_factory) -> dict:
+    """Tiny stand-ins for the modern presets' sources (built only for them): SDXL, SD 3.5 and FLUX.1-dev pipeline
+    folders with the real scheduler configs (tests/tiny_pipelines.py), a random timm ViT of DINOv2's
+    architecture (patch 14, 28 px) and a random open_clip ViT (patch 14, 28 px) registered by name."""
+    import open_clip
+    folder = tmp_path_factory.mktemp("modern_sources")
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 28, "layers": 1, "width": 32, "patch_size": 14,
+                                              "head_width": 16},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+    (folder / "tiny-clip-vit.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "tiny-clip-vit.json")
+    dinov2 = save_timm(folder / "dinov2", "vit_base_patch14_dinov2", in_chans=3, size=28, img_size=28, embed_dim=32,
+                       depth=1, num_heads=2)
+    return {"stabilityai/stable-diffusion-xl-base-1.0": str(save_sdxl(folder / "sdxl")),
+            "stabilityai/stable-diffusion-3.5-medium": str(save_sd3(folder / "sd35")),
+            "black-forest-labs/FLUX.1-dev": str(save_flux(folder / "flux")),
+            "vit_base_patch14_dinov2.lvd142m": f"local-dir:{dinov2}", "ViT-L-14": "tiny-clip-vit"}
+
+
 def tiny_overrides(preset: dict, sources: dict, images) -> dict:
     """The preset's model sources -> tiny local ones (weights of the hub models: none); nothing else changes but the
     early recurrence, the targets (the first one; a preset's constructed targets or feature files stay) and the
@@ -41,11 +65,14 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
     prior, extractor = model["prior"]["init_args"], model["extractor"]["init_args"]
     sources = sources | {key.replace("assets/", up + "assets/"): tiny for key, tiny in sources.items()
                          for up in ("../", "../../")}  # the zoo as the presets name it: relative to the file
-    tiny_extractor = {"model_name": sources[extractor["model_name"]]}
-    if "weights" in extractor:  # torchvision: the tiny models take 32 px; the rest of the preprocessing stays
+    if "base" in extractor:  # an SAE on the zoo ResNet's 512-d feature: the real (small) zoo ResNet stays
+        tiny_extractor = {}
+    else:
+        tiny_extractor = {"model_name": sources[extractor["model_name"]]}
+    if "weights" in extractor and "base" not in extractor:  # torchvision: the tiny models take 32 px
         tiny_extractor |= {"weights": None, "preprocess": {**(extractor.get("preprocess") or {}), "resize": 32,
-                                                           "crop": 32}}
-    if "pretrained" in extractor:  # open_clip weight tag
+                                                           "crop": 32}}  # the preprocessing stays
+    if isinstance(extractor.get("pretrained"), str):  # open_clip weight tag (timm's is a bool: the stand-in's own)
         tiny_extractor["pretrained"] = None
     init_args = {"prior": {"init_args": {"pretrained": sources[prior["pretrained"]]}},
                  "extractor": {"init_args": tiny_extractor}, "progress": False}
@@ -66,10 +93,11 @@ def expected_nfe(model: dict) -> int:
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, monkeypatch):
+def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, monkeypatch, request):
     preset = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     write_images(tmp_path / "targets", count=1, size=40, mode="RGB")
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_overrides(preset, tiny_sources, tmp_path / "targets")))
+    sources = tiny_sources | (request.getfixturevalue("modern_sources") if name.startswith("modern/") else {})
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_overrides(preset, sources, tmp_path / "targets")))
     monkeypatch.chdir(tmp_path)  # the presets' paths are relative to the preset file: any folder runs them
     seen = []
     guided_output = FeatureInversion.guided_output
@@ -87,7 +115,9 @@ def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, mon
     assert all(r["nfe"] == expected_nfe(model) and np.isfinite(r["cosine"]) for r in rows)
     steps = [t for i, t in enumerate(seen) if i == 0 or t != seen[i - 1]]
     assert len(steps) == len(set(steps)) == model["num_inference_steps"]  # every step once, in decreasing order
-    assert steps == sorted(steps, reverse=True) and 0 <= steps[-1] and steps[0] <= 999
+    flow = import_object(model["prior"]["class_path"], "lit_featinv").prediction == FLOW
+    top = 1000 if flow else 999  # flow matching: t = 1000 sigma, from sigma 1
+    assert steps == sorted(steps, reverse=True) and 0 <= steps[-1] and steps[0] <= top
     if model["num_inference_steps"] == 1000:  # the authors' schedule: 999..0
         assert steps[0] == 999 and steps[-1] == 0
     for r in rows:  # the best image, as saved, is never worse (by model.loss) than the final one (float noise)

@@ -5,13 +5,19 @@ from lit_featinv.errors import ConfigError
 from lit_featinv.method.sampling import check_timesteps, join_prediction, renoise, sample_seed, split_prediction
 
 
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample", "flow_prediction"])
 def test_prediction_types_round_trip(kind):
+    """Each output type splits into the eps and x0 it was made of and joins back; flow matching's sample is
+    (1 - sigma) x0 + sigma eps at the sigma with abar's signal-to-noise ratio, its output the velocity eps - x0."""
     torch.manual_seed(0)
     x0, eps = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
     abar = torch.tensor(0.3)
     z = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
-    output = {"epsilon": eps, "sample": x0, "v_prediction": abar.sqrt() * eps - (1 - abar).sqrt() * x0}[kind]
+    if kind == "flow_prediction":
+        sigma = (1 - abar).sqrt() / (abar.sqrt() + (1 - abar).sqrt())
+        z = (1 - sigma) * x0 + sigma * eps
+    output = {"epsilon": eps, "sample": x0, "v_prediction": abar.sqrt() * eps - (1 - abar).sqrt() * x0,
+              "flow_prediction": eps - x0}[kind]
     eps_hat, x0_hat = split_prediction(output, z, abar, kind)
     torch.testing.assert_close(eps_hat, eps, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(x0_hat, x0, atol=1e-5, rtol=1e-5)

@@ -4,7 +4,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from conftest import batch_of, build_module, targets_of, tiny_scheduler
-from lit_featinv.method.sampling import alpha_bar, in_sigma_space, renoise, sample_seed, split_prediction
+from lit_featinv.method.sampling import alpha_bar, noise_space, renoise, sample_seed, split_prediction
 
 SCHEDULERS = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler]
 
@@ -56,13 +56,13 @@ def test_self_recurrence_returns_to_the_noise_level_of_the_step(pixel_prior, tim
 def test_euler_levels_come_from_sigmas():
     scheduler = EulerDiscreteScheduler.from_config(tiny_scheduler().config, timestep_spacing="linspace")
     scheduler.set_timesteps(7)
-    assert in_sigma_space(scheduler) and (scheduler.timesteps % 1 != 0).any()  # fractional timesteps
+    assert noise_space(scheduler) == "sigma" and (scheduler.timesteps % 1 != 0).any()  # fractional timesteps
     for i in range(len(scheduler.timesteps) + 1):
         sigma = scheduler.sigmas[i]
         torch.testing.assert_close(alpha_bar(scheduler, i), 1 / (1 + sigma**2))
     ddim = DDIMScheduler.from_config(tiny_scheduler().config)
     ddim.set_timesteps(7)
-    assert not in_sigma_space(ddim) and alpha_bar(ddim, 1) == ddim.alphas_cumprod[ddim.timesteps[1]]
+    assert noise_space(ddim) == "vp" and alpha_bar(ddim, 1) == ddim.alphas_cumprod[ddim.timesteps[1]]
 
 
 def test_renoise_in_sigma_space_has_the_forward_process_variance():
@@ -70,7 +70,7 @@ def test_renoise_in_sigma_space_has_the_forward_process_variance():
     x0 = torch.linspace(-1, 1, 256 * 256).view(1, 1, 256, 256)
     sigma_t, sigma_prev = 3.0, 1.0
     prev = x0 + sigma_prev * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
-    out = renoise(prev, torch.tensor(1 / (1 + sigma_t**2)), torch.tensor(1 / (1 + sigma_prev**2)), gens, True)
+    out = renoise(prev, torch.tensor(1 / (1 + sigma_t**2)), torch.tensor(1 / (1 + sigma_prev**2)), gens, "sigma")
     assert abs((out - x0).std().item() - sigma_t) < 0.02 and abs((out - x0).mean().item()) < 0.02
 
 

@@ -1,0 +1,306 @@
+"""Ground-truth invariance benchmark: does the inversion show what a feature does *not* encode?
+
+Features with a known invariance, built from the zoo ResNet (``benchmarks/invariant_features.py``, loaded by
+``lit_featinv.ModuleExtractor`` through ``class_path``): the network sees only the left half of the image; the
+image standardised over its pixels; the image Gaussian-blurred; and the softmax over its 10 classes. Each is
+inverted with the pixel prior and the quick start's sampler (``configs/quickstart.yaml``, the fastest zoo
+pixel preset: DDIM 50, K = 4, w = 0.8, UNet gradient) on the same Fashion-MNIST targets and seeds as its
+control, the plain network's pooled feature, and as the unguided prior (w = 0, K = 1) for reference. Then, over
+the generations of each target: the variation of the factor the feature ignores should grow against the
+control's (goal: at least 1.5 times), that of the factor it encodes should not (at most the control's).
+
+Run: python benchmarks/invariances.py --out runs/invariances [--targets 16 --generations 8 --steps 50 --recurrence 4]
+Writes OUT/invariances.md (the table), OUT/invariances.png (the figure), OUT/images/NAME.pt (the generations, reused
+by a rerun with --reuse).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import invariant_features as inv  # noqa: E402
+
+FEATURES = ["control", "left_half", "contrast_normalised", "blurred", "class_posterior"]
+CONFIGS = FEATURES + ["unguided"]
+LABELS = {"control": "control (plain pooled feature)", "left_half": "left half only",
+          "contrast_normalised": "contrast normalised", "blurred": "blurred", "class_posterior": "class posterior",
+          "unguided": "unguided prior"}
+GOAL_IGNORED, GOAL_ENCODED = 1.5, 1.0
+
+
+# ---- generating ---------------------------------------------------------------------------------------------------
+def load_targets(folder: str, count: int) -> tuple[list[str], torch.Tensor]:
+    from lit_featinv.runs import load_image
+    paths = sorted(p for p in os.listdir(folder) if p.endswith(".png"))[:count]
+    if len(paths) < count:
+        raise SystemExit(f"invariances: {folder} has {len(paths)} images, --targets asks for {count}")
+    return [os.path.splitext(p)[0] for p in paths], torch.stack([load_image(os.path.join(folder, p)) for p in paths])
+
+
+def decoder(name: str, a):
+    """The quick start's sampler with feature ``name``'s extractor (``unguided``: the control's, w = 0, K = 1)."""
+    from lit_featinv import FeatureInversion
+    feature = "control" if name == "unguided" else name
+    init = {"sigma": a.sigma} if name == "blurred" else None
+    scale, recurrence = (0.0, 1) if name == "unguided" else (a.scale, a.recurrence)
+    return FeatureInversion.from_config(
+        a.config, extractor=inv.extractor_config(feature, init), samples_per_target=a.generations,
+        num_inference_steps=a.steps, recurrence=recurrence, seed=a.seed, prior_score=None, progress=False,
+        guidance={"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": scale, "clip_theta": 3.0}})
+
+
+def generate(name: str, targets: torch.Tensor, a) -> dict:
+    """Generations [N, G, 1, H, W] in [0, 1] (as saved, 8-bit) of feature ``name``, with their cosines and time."""
+    path = os.path.join(a.out, "images", f"{name}.pt")
+    if a.reuse and os.path.exists(path):
+        saved = torch.load(path)
+        if saved["images"].shape[:2] == (len(targets), a.generations) and saved.get("args") == run_args(a):
+            print(f"invariances: {name}: reusing {path}", flush=True)
+            return saved
+    start = time.perf_counter()
+    model = decoder(name, a)
+    out = model(images=targets, batch_size=a.batch_targets, output_type="pt")
+    seconds = time.perf_counter() - start
+    images = out.images.reshape(len(targets), a.generations, *out.images.shape[1:])
+    cos = [m.get("cosine", math.nan) for m in out.metrics]
+    saved = {"images": images, "cosine": cos, "seconds": seconds, "nfe": out.metrics[0].get("nfe"), "args": run_args(a)}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(saved, path)
+    print(f"invariances: {name}: {images.shape[0]} targets x {images.shape[1]} generations in {seconds:.0f} s, "
+          f"cosine to target mean {sum(cos) / len(cos):.3f}, worst {min(cos):.3f}", flush=True)
+    return saved
+
+
+def run_args(a) -> dict:
+    return {k: getattr(a, k) for k in ("config", "steps", "recurrence", "scale", "seed", "sigma", "images")}
+
+
+# ---- measuring ----------------------------------------------------------------------------------------------------
+def across(x: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Std across generations (dim 1) of x [N, G, ...], averaged over the rest (``mask``: over those pixels only)
+    and over targets."""
+    s = x.std(1)
+    if mask is not None:
+        s = s[..., mask]
+    return float(s.mean())
+
+
+def spread(v: torch.Tensor) -> float:
+    """Std across generations of a per-image value v [N, G], averaged over targets."""
+    return float(v.std(1).mean())
+
+
+def pairwise(y: torch.Tensor) -> torch.Tensor:
+    """Per target, the mean RMS pixel distance between two of its generations: y [N, G, ...] -> [N]."""
+    flat = y.flatten(2)
+    d = torch.cdist(flat, flat) / math.sqrt(flat.shape[-1])
+    g = flat.shape[1]
+    return d.sum((1, 2)) / (g * (g - 1))
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_classifier(classifier: str):
+    from lit_featinv import TimmExtractor
+    return TimmExtractor(f"local-dir:{os.path.join(ROOT, 'assets', 'zoo', 'fmnist-' + classifier)}")
+
+
+@torch.no_grad()
+def classes(images: torch.Tensor, classifier: str) -> torch.Tensor:
+    """Top-1 class of images [..., 1, H, W] by a zoo classifier (``resnet10t`` or ``vit-tiny``)."""
+    ext = zoo_classifier(classifier)
+    flat = images.flatten(0, -4)
+    return ext.network(ext.preprocess(flat)).argmax(1).reshape(images.shape[:-3])
+
+
+def standardise(y: torch.Tensor) -> torch.Tensor:
+    mean, std = y.mean((-2, -1), keepdim=True), y.std((-2, -1), keepdim=True, unbiased=False)
+    return (y - mean) / (std + 1e-4)
+
+
+def measures(y: torch.Tensor, target: torch.Tensor, sigma: float, unguided_by_class: dict, labels: dict) -> dict:
+    """Every factor's variation over the generations y [N, G, 1, H, W] of targets [N, 1, H, W]."""
+    w = y.shape[-1]
+    left = torch.zeros(y.shape[-2], w, dtype=torch.bool)
+    left[:, : w // 2] = True
+    coarse = inv.blur(y.flatten(0, 1), sigma).reshape(y.shape)
+    fine = y - coarse
+    res, vit = labels["resnet"], labels["vit"]
+    pair = pairwise(y)
+    same_class = torch.tensor([unguided_by_class.get(int(c), math.nan) for c in labels["target_resnet"]])
+    keep = ~same_class.isnan()
+    return {
+        "right_std": across(y[:, :, 0], ~left), "left_std": across(y[:, :, 0], left),
+        "left_rmse": float(((y[:, :, 0][..., left] - target[:, None, 0][..., left]) ** 2).mean().sqrt()),
+        "brightness": spread(y.mean((2, 3, 4))), "contrast": spread(y.std((3, 4), unbiased=False)[:, :, 0]),
+        "shape_std": across(standardise(y)),
+        "hf_energy": spread((fine ** 2).mean((2, 3, 4))), "texture_std": across(fine), "layout_std": across(coarse),
+        "class_agree": float((res == labels["target_resnet"][:, None]).float().mean()),
+        "vit_agree": float((vit == labels["target_vit"][:, None]).float().mean()),
+        "pairwise": float(pair.mean()),
+        "pairwise_vs_unguided_class": float((pair[keep] / same_class[keep]).mean()) if keep.any() else math.nan,
+    }
+
+
+def unguided_class_distances(y: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Mean RMS distance between two unguided samples that the ResNet puts in the same class, per class."""
+    flat, lab = y.flatten(0, 1), labels.flatten()
+    out = {}
+    for c in lab.unique().tolist():
+        members = flat[lab == c]
+        if len(members) >= 2:
+            out[int(c)] = float(pairwise(members[None])[0])
+    return out
+
+
+# (feature, factor, role, measure key, what): the rows of the table; role "ignored" should grow >= 1.5x the
+# control's, "encoded" should stay <= the control's
+ROWS = [
+    ("left_half", "right half", "ignored", "right_std", "pixel std across generations, right half"),
+    ("left_half", "left half", "encoded", "left_std", "pixel std across generations, left half"),
+    ("contrast_normalised", "brightness", "ignored", "brightness", "std across generations of the image's mean"),
+    ("contrast_normalised", "contrast", "ignored", "contrast", "std across generations of the image's pixel std"),
+    ("contrast_normalised", "shape", "encoded", "shape_std", "pixel std across generations of the standardised image"),
+    ("blurred", "fine texture", "ignored", "texture_std", "pixel std across generations of x - blur(x)"),
+    ("blurred", "fine texture", "ignored", "hf_energy", "std across generations of mean (x - blur(x))^2"),
+    ("blurred", "coarse layout", "encoded", "layout_std", "pixel std across generations of blur(x)"),
+    ("class_posterior", "everything but the class", "ignored", "pairwise",
+     "mean RMS distance between two generations"),
+    ("class_posterior", "class", "encoded", "class_disagree",
+     "generations the ResNet puts in another class than the target"),
+]
+
+
+def judge(role: str, value: float, control: float) -> tuple[float, bool]:
+    ratio = value / control if control > 0 else (math.inf if value > 0 else 1.0)
+    return ratio, (ratio >= GOAL_IGNORED if role == "ignored" else value <= control)
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+def table(results: dict, runs: dict, a, wall: float) -> str:
+    m = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in results.items()}
+    lines = [
+        f"# Ground-truth invariances ({a.targets} targets x {a.generations} generations)", "",
+        (f"`python benchmarks/invariances.py {' '.join(a.argv)}`: {wall / 60:.1f} min, "
+         f"{torch.get_num_threads()} torch thread(s). Sampler: `{a.config}` with DDIM {a.steps} steps, K = {a.recurrence}, "
+         f"w = {a.scale}, UNet gradient; unguided: w = 0, K = 1; blur sigma {a.sigma} px; the first {a.targets} "
+         f"images of `{os.path.relpath(a.images, ROOT)}`, the same seeds for every feature."), "",
+        "| run | UNet evals / image | s / image | cosine to target: mean | worst |", "| --- | --- | --- | --- | --- |"]
+    for name in CONFIGS:
+        r = runs[name]
+        cos = r["cosine"]
+        lines.append(f"| {LABELS[name]} | {r['nfe']} | {r['seconds'] / len(cos):.2f} | {sum(cos) / len(cos):.3f} | "
+                     f"{min(cos):.3f} |")
+    lines += ["", ("Each measure over the generations of a target, averaged over targets; ratio = invariant feature / "
+                   "control; goal: ignored factor >= 1.5x the control, encoded factor <= the control."), "",
+              "| feature | factor | role | measure | invariant feature | control | ratio | unguided | goal | pass |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = {}
+    for feature, factor, role, key, what in ROWS:
+        value, control, free = m[feature][key], m["control"][key], m["unguided"][key]
+        ratio, ok = judge(role, value, control)
+        verdicts.setdefault(feature, []).append(ok)
+        goal = f">= {GOAL_IGNORED}x" if role == "ignored" else "<= control"
+        lines.append(f"| {LABELS[feature]} | {factor} | {role} | {what} | {value:.4f} | {control:.4f} | "
+                     f"{ratio:.2f} | {free:.4f} | {goal} | {'yes' if ok else '**no**'} |")
+    lines += ["", "| feature | passes (every row) |", "| --- | --- |"]
+    lines += [f"| {LABELS[f]} | {'yes' if all(v) else '**no**'} |" for f, v in verdicts.items()]
+    lines += ["", "More measures (same layout: invariant feature / control / unguided):", ""]
+    extra = [("left_half", "left_rmse", "RMS pixel distance to the target, left half"),
+             ("class_posterior", "class_agree", "ResNet class of a generation = the target's"),
+             ("class_posterior", "vit_agree", "the ViT's class of a generation = the ViT's class of the target"),
+             ("class_posterior", "pairwise_vs_unguided_class",
+              "pairwise distance / that of unguided samples of the target's class")]
+    lines += ["| feature | measure | invariant feature | control | unguided |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {LABELS[f]} | {what} | {m[f][k]:.4f} | {m['control'][k]:.4f} | {m['unguided'][k]:.4f} |"
+              for f, k, what in extra]
+    lines += ["", "All measures, every run:", "", "```json", json.dumps(results, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def figure(targets: torch.Tensor, runs: dict, path: str, rows: int, zoom: int = 2) -> None:
+    """Rows: targets; column groups: target | each run's generations (control, the invariant features, unguided)."""
+    from PIL import Image, ImageDraw
+    n = min(rows, len(targets))
+    tile, pad, gap, top = 32 * zoom, 1, 8, 14
+    groups = [("target", targets[:n, None])] + [(LABELS[name], runs[name]["images"][:n]) for name in CONFIGS]
+    widths = [t.shape[1] * (tile + pad) for _, t in groups]
+    sheet = Image.new("RGB", (sum(widths) + gap * (len(groups) - 1), top + n * (tile + pad)), "white")
+    draw, x = ImageDraw.Draw(sheet), 0
+    for (label, tiles), width in zip(groups, widths):
+        draw.text((x + 1, 1), label[: max(1, width // 6)], fill="black")
+        for i, j in itertools.product(range(n), range(tiles.shape[1])):
+            img = (tiles[i, j, 0].clamp(0, 1) * 255).round().byte().numpy()
+            sheet.paste(Image.fromarray(img, "L").resize((tile, tile), Image.NEAREST),
+                        (x + j * (tile + pad), top + i * (tile + pad)))
+        x += width + gap
+    sheet.save(path)
+
+
+# ---- main ---------------------------------------------------------------------------------------------------------
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/invariances")
+    p.add_argument("--targets", type=int, default=16, help="the first N images of --images")
+    p.add_argument("--generations", type=int, default=8, help="generations per target")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--recurrence", type=int, default=4, help="K, guided iterations per step")
+    p.add_argument("--scale", type=float, default=0.8, help="guidance scale w")
+    p.add_argument("--sigma", type=float, default=2.0, help="the blurred feature's Gaussian sigma (px)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-targets", type=int, default=2, help="targets per batch (x generations images)")
+    p.add_argument("--features", default=",".join(CONFIGS), help="runs to generate (the others must be in --out "
+                                                                 "with --reuse)")
+    p.add_argument("--config", default="quickstart", help="preset or YAML whose sampler and prior are used")
+    p.add_argument("--images", default=os.path.join(ROOT, "assets", "fmnist-test32"))
+    p.add_argument("--figure-targets", type=int, default=8, help="targets shown in the figure")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--reuse", action="store_true", help="reuse generations saved in --out by a run with the same "
+                                                       "settings")
+    a = p.parse_args(argv)
+    a.argv = list(argv)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
+    start = time.perf_counter()
+    _, targets = load_targets(a.images, a.targets)
+    wanted = a.features.split(",")
+    a.reuse = a.reuse or set(wanted) != set(CONFIGS)
+    missing = [n for n in CONFIGS if n not in wanted and not os.path.exists(os.path.join(a.out, "images", f"{n}.pt"))]
+    if missing:
+        raise SystemExit(f"invariances: {missing} not in --features and not saved in {a.out}")
+    runs = {}
+    for name in CONFIGS:
+        print(f"invariances: {name} ...", flush=True)
+        runs[name] = generate(name, targets, a)
+    target_resnet, target_vit = classes(targets, "resnet10t"), classes(targets, "vit-tiny")
+    labels = {name: {"resnet": classes(r["images"], "resnet10t"), "vit": classes(r["images"], "vit-tiny"),
+                     "target_resnet": target_resnet, "target_vit": target_vit} for name, r in runs.items()}
+    by_class = unguided_class_distances(runs["unguided"]["images"], labels["unguided"]["resnet"])
+    results = {name: measures(r["images"], targets, a.sigma, by_class, labels[name]) for name, r in runs.items()}
+    wall = time.perf_counter() - start
+    text = table(results, runs, a, wall)
+    with open(os.path.join(a.out, "invariances.md"), "w") as f:
+        f.write(text)
+    figure(targets, runs, os.path.join(a.out, "invariances.png"), a.figure_targets)
+    print(text.split("All measures")[0], flush=True)
+    print(f"invariances: wrote {os.path.join(a.out, 'invariances.md')} and invariances.png in {wall:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
