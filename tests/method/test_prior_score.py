@@ -90,3 +90,15 @@ def test_bad_settings_name_the_key(pixel_prior):
         PriorScore(draws=0)
     with pytest.raises(ConfigError, match=r"^model.prior_score.steps: 2000 is more than the 1000 steps"):
         PriorScore(steps=2000).schedule(DiffusionPrior(str(pixel_prior)))
+
+
+def test_the_shipped_references_fit_the_zoo_presets():
+    """benchmarks/results/prior_score/*.json (README, Trust signal) read as references, their prior that of the zoo
+    preset, their settings PriorScore's defaults: a run of the preset is compared with them."""
+    from conftest import ROOT
+    from lit_featinv.analysis.trust import describe, load_reference
+    for name in ("fmnist-ddpm", "fmnist-ldm"):
+        reference = load_reference(ROOT / "benchmarks" / "results" / "prior_score" / f"{name}.json")
+        assert len(reference.scores) == 32 and describe(reference.prior).endswith(f"({name})")
+        score = PriorScore()
+        assert reference.settings["init_args"] == {"steps": score.steps, "draws": score.draws, "seed": score.seed}
