@@ -454,19 +454,23 @@ def gib(row: dict, key: str) -> str:
     return f"{row[key]:.2f}" if key in row else "n/a"
 
 
+def measured(r: dict, fits: str) -> str:
+    """A row's measured cells (ms / iteration and image, GiB peaks, whether it fits under key ``fits``, a note), or
+    dashes and its error where the case failed (out of memory: does not fit)."""
+    if "ms" not in r:
+        return f"- | - | - | - | - | {'no' if r.get('oom') else '-'} | {r['error']}"
+    note = "" if r["finite"] else "non-finite output/gradient"
+    return (f"{r['ms']:.1f} | {r['ms'] / r['batch']:.1f} | {gib(r, 'peak_alloc_gib')} | {gib(r, 'peak_reserved_gib')} | "
+            f"{gib(r, 'device_used_gib')} | {r.get(fits, 'n/a')} | {note}")
+
+
 def table(header: list[str], rows: list[dict]) -> str:
     lines = header + ["", "| guidance | extractor | precision | batch | grad ckpt | options | ms / iteration | "
                           "ms / image | peak alloc GiB | peak reserved GiB | device used GiB | fits 24 GB | note |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         head = f"| {r['variant']} | {r['extractor']} | {r['precision']} | {r['batch']} | {r['ckpt']} | {r['options']} |"
-        if "ms" in r:
-            note = "" if r["finite"] else "non-finite output/gradient"
-            lines.append(f"{head} {r['ms']:.1f} | {r['ms'] / r['batch']:.1f} | {gib(r, 'peak_alloc_gib')} | "
-                         f"{gib(r, 'peak_reserved_gib')} | {gib(r, 'device_used_gib')} | {r.get('fits_24gb', 'n/a')} "
-                         f"| {note} |")
-        else:
-            lines.append(f"{head} - | - | - | - | - | {'no' if r.get('oom') else '-'} | {r['error']} |")
+        lines.append(f"{head} {measured(r, 'fits_24gb')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -492,13 +496,7 @@ def modern_table(header: list[str], rows: list[dict]) -> str:
     for r in rows:
         head = (f"| {r['prior']} | {r['resolution']} | {r['held']} | {r['variant']} | {r['precision']} | {r['batch']} "
                 f"| {r['ckpt']} |")
-        if "ms" in r:
-            note = "" if r["finite"] else "non-finite output/gradient"
-            lines.append(f"{head} {r['ms']:.1f} | {r['ms'] / r['batch']:.1f} | {gib(r, 'peak_alloc_gib')} | "
-                         f"{gib(r, 'peak_reserved_gib')} | {gib(r, 'device_used_gib')} | {r.get('fits', 'n/a')} | "
-                         f"{note} |")
-        else:
-            lines.append(f"{head} - | - | - | - | - | {'no' if r.get('oom') else '-'} | {r['error']} |")
+        lines.append(f"{head} {measured(r, 'fits')} |")
     return "\n".join(lines) + "\n"
 
 

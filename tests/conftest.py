@@ -352,3 +352,15 @@ def assert_same(run: dict, expected: dict, config: bool = True) -> None:
     assert [name for name in expected["files"] if run["files"][name] != expected["files"][name]] == []
     assert run["rows"] == expected["rows"] and run["trajectories"] == expected["trajectories"]
     assert run["config"] == expected["config"] or not config
+
+
+def register_tiny_clip_vit(folder: Path) -> str:
+    """A tiny open_clip ViT (patch 14, 28 px; the modern FLUX preset's ViT-L/14 stand-in) registered by name in
+    open_clip; returns the name."""
+    import open_clip
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 28, "layers": 1, "width": 32, "patch_size": 14,
+                                              "head_width": 16},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+    (folder / "tiny-clip-vit.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "tiny-clip-vit.json")
+    return "tiny-clip-vit"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, ZOO, save_pixel_prior, save_timm, write_images
+from conftest import ROOT, ZOO, register_tiny_clip_vit, save_pixel_prior, save_timm, write_images
 from lit_featinv import FeatureInversion
 from lit_featinv.config import import_object
 from lit_featinv.models.priors import FLOW
@@ -42,13 +42,8 @@ def modern_sources(tmp_path_factory) -> dict:
     """Tiny stand-ins for the modern presets' sources (built only for them): SDXL, SD 3.5 and FLUX.1-dev pipeline
     folders with the real scheduler configs (tests/tiny_pipelines.py), a random timm ViT of DINOv2's
     architecture (patch 14, 28 px) and a random open_clip ViT (patch 14, 28 px) registered by name."""
-    import open_clip
     folder = tmp_path_factory.mktemp("modern_sources")
-    config = {"embed_dim": 16, "vision_cfg": {"image_size": 28, "layers": 1, "width": 32, "patch_size": 14,
-                                              "head_width": 16},
-              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
-    (folder / "tiny-clip-vit.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder / "tiny-clip-vit.json")
+    register_tiny_clip_vit(folder)
     dinov2 = save_timm(folder / "dinov2", "vit_base_patch14_dinov2", in_chans=3, size=28, img_size=28, embed_dim=32,
                        depth=1, num_heads=2)
     return {"stabilityai/stable-diffusion-xl-base-1.0": str(save_sdxl(folder / "sdxl")),

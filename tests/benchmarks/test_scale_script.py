@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, register_tiny_clip_vit
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -19,14 +19,9 @@ def tiny_modern_extractors(tmp_path_factory) -> dict:
     """Stand-ins for the modern presets' extractors, built as the scripts build the real ones (the preset's class,
     preprocessing and precision): a tiny torchvision ResNet, a tiny timm ViT of DINOv2's architecture (patch 14,
     28 px), a tiny open_clip ViT (patch 14, 28 px)."""
-    import open_clip
     import gpu
     folder = tmp_path_factory.mktemp("tiny_clip_vit")
-    config = {"embed_dim": 16, "vision_cfg": {"image_size": 28, "layers": 1, "width": 32, "patch_size": 14,
-                                              "head_width": 16},
-              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
-    (folder / "tiny-clip-vit.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder / "tiny-clip-vit.json")
+    register_tiny_clip_vit(folder)
     dinov2 = dict(img_size=28, embed_dim=32, depth=1, num_heads=2)
     return {"sdxl": ("tiny resnet", lambda: gpu.modern_extractor("sdxl", model_name="tiny_resnet",
                                                                   preprocess={"resize": 32, "crop": 32})),
