@@ -25,4 +25,5 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "runs.writer": ["InversionWriter"],
     "runs.results": ["Inversion"],
     "module": ["FeatureInversion"],
+    "noise_optimization": ["NoiseOptimization"],
 })

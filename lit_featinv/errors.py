@@ -38,7 +38,14 @@ def parse_error(err: argparse.ArgumentError) -> str:
         unknown = re.match(r"Option '([^']+)' is not accepted", reason.strip())
         hint = did_you_mean(unknown[1], parameters(path)) if unknown else ""
         return f"{key}: cannot use class_path {path!r}: {reason.strip()}{hint}"
-    return f"{key}: {lines[-1]}" if keys and lines else " ".join(text.split())
+    if keys and lines:
+        return f"{key}: {lines[-1]}"
+    inner = text[text.rfind("Subtypes: ["):]  # the innermost union: its types and the value none of them takes
+    union = re.match(r"Subtypes: \[(.*)\]\n(?:.*\n)*?\s*Given value: (.*)", inner)
+    if keys and union:
+        types = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", union[1])
+        return f"{key}: {union[2].strip()!r} is none of {types}"
+    return " ".join(text.split())
 
 
 def did_you_mean(name: str, known) -> str:

@@ -21,6 +21,7 @@ from .method.losses import FeatureLoss, SquaredL2
 from .method.measure import metrics, to_uint8, track_best
 from .method.records import BestImage, Trajectory, defined
 from .method.sampling import check_timesteps, fork, generators, model_input, prediction_type, sample_seed
+from .method.schedules import per_step
 from .method.targets import check_feature_size, check_text_targets, target_features
 from .method.trust import PriorScore, check_generations
 from .models.extractors import FeatureExtractor
@@ -55,8 +56,10 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         guidance: how the prediction is guided: :class:`~lit_featinv.UNetGradient` (the paper's, default) or
             :class:`~lit_featinv.CleanEstimateGradient` (no UNet backward), with w and its schedule.
         num_inference_steps: scheduler steps.
-        recurrence: self-recurrence K: guided iterations per step (re-noising between them).
-        early_steps, early_recurrence: the first ``early_steps`` steps use ``early_recurrence`` iterations.
+        recurrence: self-recurrence K: guided iterations per step (re-noising between them); one value, one per
+            step, or pieces {from step: K}.
+        early_steps, early_recurrence: the first ``early_steps`` steps use ``early_recurrence`` iterations (the
+            paper's early-step emphasis; the same as pieces ``{0: early_recurrence, early_steps: recurrence}``).
         samples_per_target: generations per target, each with its own seed.
         seed: run seed; a generation's noise depends only on (seed, sample id, generation index).
         eta: DDIM's eta (ignored by schedulers that take none).
@@ -64,8 +67,11 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             beside the estimate before guidance (the authors' choice; one more decode and network forward per
             iteration).
         stop_cosine: a generation whose estimate (as saved) reaches this cosine to its target stops there: that
-            estimate is its final image, and it leaves the batch (null: every generation runs every step). For
-            matching losses: a maximisation objective (:class:`~lit_featinv.Activation`) has no cosine to reach.
+            estimate is its final image, and it leaves the batch (null: every generation runs every step;
+            finish_unguided: it finishes unguided). Matching losses only (an Activation objective has no cosine).
+        finish_unguided: a generation that reaches ``stop_cosine`` stays in the batch and finishes its remaining steps
+            unguided (one model forward per step, no recurrence, no backward), so its final image is a finished
+            sample rather than a mid-trajectory estimate; its best image is still tracked.
         progress: show a progress bar over the steps of each batch (on stderr; not under a Trainer whose progress bar
             is off: ``trainer.enable_progress_bar: false`` turns every bar off).
         prior_score: how typical each saved image is of the prior (:class:`~lit_featinv.method.trust.PriorScore`,
@@ -81,22 +87,30 @@ class FeatureInversion(LightningModule, RefusesRenamed):
     """
 
     def __init__(self, prior: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
-                 guidance: Guidance | None = None, num_inference_steps: int = 50, recurrence: int = 8,
-                 early_steps: int = 0, early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0,
-                 eta: float = 0.0, best_from_guided: bool = False, stop_cosine: float | None = None,
+                 guidance: Guidance | None = None, num_inference_steps: int = 50,
+                 recurrence: int | list[int] | dict[int | str, int] = 8, early_steps: int = 0,
+                 early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0, eta: float = 0.0,
+                 best_from_guided: bool = False, stop_cosine: float | None = None, finish_unguided: bool = False,
                  progress: bool = True, prior_score: PriorScore | None = lazy_instance(PriorScore),
                  checks: dict[str, FeatureExtractor] | None = None, check_classifiers: list[str] | None = None):
         super().__init__()
-        for key, value in (("recurrence", recurrence), ("early_recurrence", early_recurrence),
-                           ("samples_per_target", samples_per_target), ("num_inference_steps", num_inference_steps),
-                           ("early_steps", early_steps + 1)):
+        for key, value in (("early_recurrence", early_recurrence), ("samples_per_target", samples_per_target),
+                           ("num_inference_steps", num_inference_steps), ("early_steps", early_steps + 1)):
             if value < 1:
                 raise ConfigError(f"model.{key}", f"{value if key != 'early_steps' else early_steps} is not a count "
                                                   f"(>= {0 if key == 'early_steps' else 1})")
+        self.iterations = per_step(recurrence, num_inference_steps, "model.recurrence")
+        for k in self.iterations:
+            if not isinstance(k, int) or k < 1:
+                raise ConfigError("model.recurrence", f"{k} is not a count (>= 1)")
+        self.iterations[:early_steps] = [early_recurrence] * min(early_steps, num_inference_steps)
         if not math.isfinite(eta) or eta < 0:
             raise ConfigError("model.eta", f"{eta} is not a number >= 0")
         if stop_cosine is not None and not -1 < stop_cosine <= 1:
             raise ConfigError("model.stop_cosine", f"{stop_cosine} is not a cosine in (-1, 1]")
+        if finish_unguided and stop_cosine is None:
+            raise ConfigError("model.finish_unguided", "finishes the generations that reach model.stop_cosine: set "
+                                                       "a stop_cosine too")
         self.prior, self.extractor, self.loss = prior, extractor, loss or SquaredL2()
         history = [a for a in ("ets", "model_outputs", "derivatives", "prev_derivative") if hasattr(prior.scheduler, a)]
         if stop_cosine is not None and history:
@@ -111,7 +125,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
                                                        f"FlowMatchEulerDiscreteScheduler for flow matching)")
         self.guidance = guidance or UNetGradient()
         self.guidance.check(num_inference_steps, prior)
-        self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
+        self.num_inference_steps, self.stop_cosine, self.finish_unguided = num_inference_steps, stop_cosine, finish_unguided
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
@@ -154,8 +168,9 @@ class FeatureInversion(LightningModule, RefusesRenamed):
 
     # ---- overridable pieces -------------------------------------------------------------------
     def iterations_at(self, step_index: int) -> int:
-        """Self-recurrence K at this step (early-step emphasis for the first ``early_steps``)."""
-        return self.early_recurrence if step_index < self.early_steps else self.recurrence
+        """Self-recurrence K at this step (``recurrence``'s schedule, early-step emphasis for the first
+        ``early_steps``)."""
+        return self.iterations[step_index]
 
     def to_image(self, sample: torch.Tensor) -> torch.Tensor:
         """A clean sample -> image in [0, 1] (not clamped: a clamp would zero the gradient)."""
@@ -200,9 +215,9 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
             if self.stop_cosine is None:
                 return None
-            done = cosine >= self.stop_cosine
+            done = (cosine >= self.stop_cosine) & (stopped[it.rows] < 0)
             for r, image in zip(it.rows[done].tolist(), it.image[done]):
-                final[r], stopped[r] = image, it.step
+                final[r], stopped[r] = image, it.step  # finishing unguided: the loop's final image replaces it
             return done
 
         def after_step(sample, rows, step):
@@ -212,7 +227,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         shown = self.progress and self.global_rank == 0 and (trainer is None or trainer.progress_bar_callback is not None)
         bar = partial(tqdm, desc="guided steps", leave=False, disable=not shown)
         sample, rows = reverse_loop(guided, scheduler, sample, gens, self.iterations_at, self.guidance.weight,
-                                    on_iteration, after_step, eta=self.eta, progress=bar)
+                                    on_iteration, after_step, eta=self.eta, progress=bar,
+                                    finish_unguided=self.finish_unguided)
         if len(rows):
             with torch.no_grad():
                 image = self.to_image(sample)

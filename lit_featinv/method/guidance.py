@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..models.loading import load_pretrained
 from ..models.priors import decode_latents
 from .sampling import join_prediction, split_prediction
+from .schedules import per_step
 
 
 class Guidance(nn.Module):
@@ -26,7 +27,8 @@ class Guidance(nn.Module):
     through the UNet (``through_unet``, for the cost in metrics).
 
     Args:
-        scale: w, one value or one per scheduler step (the paper: 4 for 1000 DDPM steps; 0.5 for 50 DDIM steps).
+        scale: w: one value, one per step, or pieces {from step: w} (the paper: 4 for 1000 DDPM steps; 0.5 for 50
+            DDIM steps).
         start, stop: guide only steps ``start <= i < stop`` (step indices; ``stop`` null: to the end).
         rescale: rescale g per sample to the norm of the predicted noise.
         clip_theta: clip g element-wise to mean +- theta * std (<= 0: no clipping).
@@ -39,12 +41,11 @@ class Guidance(nn.Module):
 
     through_unet = False
 
-    def __init__(self, scale: float | list[float] = 0.5, start: int = 0, stop: int | None = None, rescale: bool = True,
-                 clip_theta: float = 3.0, allow_negative: bool = False, decoder: str | None = None,
-                 decoder_subfolder: str | None = None):
+    def __init__(self, scale: float | list[float] | dict[int | str, float] = 0.5, start: int = 0,
+                 stop: int | None = None, rescale: bool = True, clip_theta: float = 3.0, allow_negative: bool = False,
+                 decoder: str | None = None, decoder_subfolder: str | None = None):
         super().__init__()
-        scales = list(scale) if isinstance(scale, (list, tuple)) else [scale]
-        for w in scales:
+        for w in scale.values() if isinstance(scale, dict) else scale if isinstance(scale, (list, tuple)) else [scale]:
             if not math.isfinite(w):
                 raise ConfigError("model.guidance.scale", f"{w} is not a finite number")
             if w < 0 and not allow_negative:
@@ -55,6 +56,7 @@ class Guidance(nn.Module):
         if start < 0 or (stop is not None and stop < start):
             raise ConfigError("model.guidance.start", f"steps {start}..{stop} are not a range of step indices")
         self.scale, self.start, self.stop = scale, start, stop
+        self.scales: list[float] | None = None  # one per step, from check()
         self.rescale, self.clip_theta = rescale, clip_theta
         self.decoder = None
         if decoder is not None:
@@ -63,11 +65,9 @@ class Guidance(nn.Module):
                                            torch_dtype=torch.float32).requires_grad_(False).eval()
 
     def check(self, num_steps: int, prior=None) -> None:
-        """A per-step ``scale`` has one value per step; the guidance's own decoder reads the prior's latents and
-        gives images of the prior decoder's shape."""
-        if isinstance(self.scale, (list, tuple)) and len(self.scale) != num_steps:
-            raise ConfigError("model.guidance.scale", f"has {len(self.scale)} values for {num_steps} steps "
-                                                      f"(model.num_inference_steps)")
+        """A per-step ``scale`` fits the steps (one value each, or pieces from step 0); the guidance's own decoder
+        reads the prior's latents and gives images of the prior decoder's shape."""
+        self.scales = per_step(self.scale, num_steps, "model.guidance.scale")
         if self.decoder is None or prior is None:
             return
         if not hasattr(prior, "vae"):
@@ -93,7 +93,11 @@ class Guidance(nn.Module):
         """w at this step."""
         if step_index < self.start or (self.stop is not None and step_index >= self.stop):
             return 0.0
-        return float(self.scale[step_index] if isinstance(self.scale, (list, tuple)) else self.scale)
+        if self.scales is not None:
+            return float(self.scales[step_index])
+        if isinstance(self.scale, (list, tuple, dict)):
+            raise ConfigError("model.guidance.scale", "a per-step scale needs the number of steps: call check() first")
+        return float(self.scale)
 
     def gradient(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
                  kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,33 +27,57 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
                  iterations_at: Callable[[int], int], weight: Callable[[int], float],
                  on_iteration: Callable[[Iteration], torch.Tensor | None] | None = None,
                  after_step: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
-                 eta: float = 0.0, progress: Callable[[Iterable], Iterable] = iter) -> tuple[torch.Tensor, torch.Tensor]:
+                 eta: float = 0.0, progress: Callable[[Iterable], Iterable] = iter,
+                 finish_unguided: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run every step of ``scheduler`` (timesteps set) from ``sample``.
 
     ``guided(sample, t, abar, rows, w) -> (model output, image, guided_x0)`` is one guided model call for the rows
-    still in the batch; ``on_iteration(Iteration)`` may return a bool mask of rows that leave the batch now;
-    ``after_step(sample, rows, step) -> sample`` sees each stepped sample (e.g. to mark NaN ones). Each sample's noise
-    comes from its own generator. Returns the final samples of the rows left, and those rows.
+    still in the batch; ``on_iteration(Iteration)`` may return a bool mask of rows that stop now: they leave the
+    batch, or with ``finish_unguided`` take this step with this iteration's output and every later step with one
+    unguided call (``w`` 0, no recurrence; ``on_iteration`` still sees them); ``after_step(sample, rows, step) ->
+    sample`` sees each stepped sample (e.g. to mark NaN ones). Each sample's noise comes from its own generator.
+    Returns the final samples of the rows left, and those rows.
     """
     rows = torch.arange(len(sample), device=sample.device)
+    coast = torch.zeros(len(sample), dtype=torch.bool, device=sample.device)  # finishing unguided
     space = noise_space(scheduler)
     for i, t in enumerate(progress(scheduler.timesteps)):
         abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
         w, iterations = weight(i) if abar > 0 else 0.0, iterations_at(i)  # pure noise (abar 0) has no x0 to guide
+        output, done = torch.zeros_like(sample), coast.clone()  # done: this step's output is fixed
         for k in range(iterations):
-            output, image, guided_x0 = guided(sample, t, abar, rows, w)
-            leave = on_iteration(Iteration(i, k, t, w, rows, image, guided_x0)) if on_iteration else None
+            act = ~done
+            if not act.any():
+                break
+            out, image, guided_x0 = guided(sample[act], t, abar, rows[act], w)
+            output[act] = out
+            leave = on_iteration(Iteration(i, k, t, w, rows[act], image, guided_x0)) if on_iteration else None
             if leave is not None and leave.any():
-                keep = ~leave
-                rows, sample, output = rows[keep], sample[keep], output[keep]
-                gens = [g for g, kept in zip(gens, keep.tolist()) if kept]
-                if not len(rows):
-                    return sample, rows
-            last = k == iterations - 1
-            stepper = scheduler if last else fork(scheduler)
-            sample = stepper.step(output, t, sample, **step_kwargs(stepper, gens, eta=eta)).prev_sample
-            if not last:  # back to t, in the sample's own space
-                sample = renoise(sample, abar, abar_prev, gens, space)
-            if after_step is not None:
-                sample = after_step(sample, rows, i)
+                stopped = act.nonzero().squeeze(1)[leave]
+                if finish_unguided:
+                    done[stopped] = True
+                else:
+                    keep = torch.ones_like(act)
+                    keep[stopped] = False
+                    rows, sample, output, coast, done = rows[keep], sample[keep], output[keep], coast[keep], done[keep]
+                    gens = [g for g, kept in zip(gens, keep.tolist()) if kept]
+                    if not len(rows):
+                        return sample, rows
+            if k < iterations - 1 and (~done).any():  # a step and back to t, in the sample's own space
+                act, stepper = ~done, fork(scheduler)
+                own = [g for g, a in zip(gens, act.tolist()) if a]
+                stepped = stepper.step(output[act], t, sample[act], **step_kwargs(stepper, own, eta=eta)).prev_sample
+                sample = sample.clone()
+                sample[act] = renoise(stepped, abar, abar_prev, own, space)
+                if after_step is not None:
+                    sample = after_step(sample, rows, i)
+        if coast.any():  # the rows that stopped at an earlier step: one unguided call
+            out, image, guided_x0 = guided(sample[coast], t, abar, rows[coast], 0.0)
+            output[coast] = out
+            if on_iteration:
+                on_iteration(Iteration(i, 0, t, 0.0, rows[coast], image, guided_x0))
+        sample = scheduler.step(output, t, sample, **step_kwargs(scheduler, gens, eta=eta)).prev_sample
+        coast = done
+        if after_step is not None:
+            sample = after_step(sample, rows, i)
     return sample, rows

@@ -206,7 +206,7 @@ def test_preprocess_override_it_cannot_take_is_one_line(tmp_path, pixel_prior, t
 @pytest.mark.parametrize("args, message", [
     (["--model.init_args.guidance.class_path", "lit_featinv.Nope"],
      "model.guidance: cannot use class_path 'lit_featinv.Nope': module 'lit_featinv' has no attribute 'Nope'"),
-    (["--model.init_args.recurrence", "abc"], "model.recurrence: Expected a <class 'int'>. Got value: abc"),
+    (["--model.init_args.recurrence", "abc"], "model.recurrence: 'abc' is none of int, list[int], dict[int | str, int]"),
     (["--trainer.nope", "1"], "unrecognized arguments: --trainer.nope 1"),
     (["--model.init_args.num_inference_step", "3"], "model: cannot use class_path 'lit_featinv.FeatureInversion': "
      "Option 'num_inference_step' is not accepted; did you mean 'num_inference_steps'?"),

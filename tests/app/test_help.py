@@ -59,7 +59,7 @@ def test_the_knobs_a_user_turns_first_are_in_the_short_help_with_what_they_do_he
     knobs = text[text.index("The knobs turned first"):]
     for option, said in (("--model.init_args.num_inference_steps N", "scheduler steps. (default: 50)"),
                          ("--model.init_args.recurrence K", "self-recurrence K"),
-                         ("--model.init_args.guidance.init_args.scale W", "w, one value or one per scheduler step"),
+                         ("--model.init_args.guidance.init_args.scale W", "w: one value, one per step, or pieces"),
                          ("--data.init_args.images DIR", "folder (searched recursively)")):
         assert said in " ".join(knobs[knobs.index(option):].split()[:40]), option
     body = text[text.index("\n\n"):]  # after the usage
