@@ -450,6 +450,36 @@ def run_case(module: FeatureInversion, batch: int, dtype: str, device: torch.dev
     return row
 
 
+def attempt(row: dict, build, batch: int, dtype: str, device: torch.device, args, began: float) -> bool:
+    """One case into ``row``: its measurements, or ``error`` where it was skipped (``--time-limit``), ran out of
+    memory (``oom``) or failed. ``build()`` makes the module once the device is freed. True when it ran."""
+    if args.time_limit and time.perf_counter() - began > args.time_limit:
+        row["error"] = f"skipped: --time-limit {args.time_limit:g} s"
+        return False
+    free(device)
+    module, error = build(), None
+    try:
+        row |= run_case(module, batch, dtype, device, args.warmup, args.iters)
+    except torch.OutOfMemoryError as err:
+        error, row["oom"] = f"out of memory: {str(err).splitlines()[0][:120]}", True
+    except RuntimeError as err:
+        error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    del module
+    if error:  # outside the except block: the traceback's frames (and tensors) are gone
+        row["error"] = error
+        free(device)
+    return error is None
+
+
+def record(row: dict, rows: list[dict], jsonl_path: Path, md_path: Path, render) -> None:
+    """A finished case: printed, appended to the JSON lines and the table (``render(rows)``) rewritten."""
+    rows.append(row)
+    print("[gpu] " + json.dumps(row), flush=True)
+    with jsonl_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    md_path.write_text(render(rows))
+
+
 def gib(row: dict, key: str) -> str:
     return f"{row[key]:.2f}" if key in row else "n/a"
 
@@ -558,31 +588,13 @@ def modern_main(args, device: torch.device, gpu: str, out_dir: Path, began: floa
                                            "held": dtype, "variant": variant, "batch": batch, "ckpt": "on" if ckpt
                                            else "off", "precision": "bf16 autocast" if precision == "bf16" else
                                            "float32"}
-                                    if args.time_limit and time.perf_counter() - began > args.time_limit:
-                                        row["error"] = f"skipped: --time-limit {args.time_limit:g} s"
-                                    else:
-                                        free(device)
-                                        module = FeatureInversion(prior, extractor, guidance=VARIANTS[variant](None),
-                                                                  num_inference_steps=settings["steps"],
-                                                                  progress=False)
-                                        error = None
-                                        try:
-                                            row |= run_case(module, batch, precision, device, args.warmup, args.iters)
-                                        except torch.OutOfMemoryError as err:
-                                            error, row["oom"] = f"out of memory: {str(err).splitlines()[0][:120]}", True
-                                        except RuntimeError as err:
-                                            error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-                                        del module
-                                        if error:  # outside the except block: the traceback's tensors are gone
-                                            row["error"] = error
-                                            free(device)
-                                        elif "device_used_gib" in row:
-                                            row["fits"] = card_fit(row)
-                                    rows.append(row)
-                                    print("[gpu] " + json.dumps(row), flush=True)
-                                    with jsonl_path.open("a") as f:
-                                        f.write(json.dumps(row) + "\n")
-                                    md_path.write_text(modern_table(header, rows))
+                                    build = partial(FeatureInversion, prior, extractor,
+                                                    guidance=VARIANTS[variant](None),
+                                                    num_inference_steps=settings["steps"], progress=False)
+                                    if attempt(row, build, batch, precision, device, args, began) and \
+                                            "device_used_gib" in row:
+                                        row["fits"] = card_fit(row)
+                                    record(row, rows, jsonl_path, md_path, partial(modern_table, header))
                     del prior
             del denoiser, vae, extractor
             free(device)
@@ -681,28 +693,10 @@ def main(argv: list[str] | None = None, extractors: dict | None = None, modern_e
     def measure(variant: str, name: str, dtype: str, batch: int, ckpt: bool, option: str = "-") -> None:
         row = {"variant": variant, "extractor": name, "precision": "bf16 autocast" if dtype == "bf16" else "float32",
                "batch": batch, "ckpt": "on" if ckpt else "off", "options": option}
-        if args.time_limit and time.perf_counter() - began > args.time_limit:
-            row["error"] = f"skipped: --time-limit {args.time_limit:g} s"
-        else:
-            free(device)
-            error = None
-            module = FeatureInversion(prior, built[name], guidance=guidance[variant], num_inference_steps=1000,
-                                      progress=False)
-            try:
-                row |= run_case(module, batch, dtype, device, args.warmup, args.iters)
-            except torch.OutOfMemoryError as err:
-                error, row["oom"] = f"out of memory: {str(err).splitlines()[0][:120]}", True
-            except RuntimeError as err:
-                error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
-            del module
-            if error:  # outside the except block: the traceback's frames (and tensors) are gone
-                row["error"] = error
-                free(device)
-        rows.append(row)
-        print("[gpu] " + json.dumps(row), flush=True)
-        with jsonl_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        md_path.write_text(table(header, rows))
+        build = partial(FeatureInversion, prior, built[name], guidance=guidance[variant], num_inference_steps=1000,
+                        progress=False)
+        attempt(row, build, batch, dtype, device, args, began)
+        record(row, rows, jsonl_path, md_path, partial(table, header))
 
     for dtype in dtypes:
         for name in names:

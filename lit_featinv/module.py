@@ -125,8 +125,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
                                                        f"FlowMatchEulerDiscreteScheduler for flow matching)")
         self.guidance = guidance or UNetGradient()
         self.guidance.check(num_inference_steps, prior)
-        self.num_inference_steps, self.stop_cosine, self.finish_unguided = num_inference_steps, stop_cosine, finish_unguided
-        self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence
+        self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
+        self.finish_unguided = finish_unguided
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
         unknown = sorted(set(check_classifiers or ()) - set(checks or {}))
@@ -177,6 +177,19 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         return (self.prior.decode(sample) + 1) / 2
 
     # ---- the guided loop ----------------------------------------------------------------------
+    def fresh_scheduler(self):
+        """A copy of the prior's scheduler set to this run's steps (schedulers keep state: one per batch)."""
+        scheduler = fork(self.prior.scheduler)
+        scheduler.set_timesteps(self.num_inference_steps, device=self.device,
+                                **self.prior.schedule_kwargs(self.num_inference_steps))
+        return scheduler
+
+    def initial_noise(self, gens: list[torch.Generator], scheduler) -> torch.Tensor:
+        """Each sample's starting noise from its own generator, at the scheduler's scale (flow matching: 1)."""
+        noise = randn_tensor((len(gens), *self.prior.sample_shape), generator=gens, device=self.device,
+                             dtype=torch.float32)
+        return noise * getattr(scheduler, "init_noise_sigma", 1.0)
+
     def guided_output(self, scheduler, sample, t, abar, target, w: float):
         """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
         guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
@@ -189,12 +202,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         their bookkeeping (per sample: best step, UNet evaluations and backward passes, step it failed or stopped at,
         -1: never; its trajectory, :class:`~lit_featinv.method.records.Trajectory`)."""
         gens = generators(seeds)
-        scheduler = fork(self.prior.scheduler)  # schedulers keep state: one per batch
-        scheduler.set_timesteps(self.num_inference_steps, device=self.device,
-                                **self.prior.schedule_kwargs(self.num_inference_steps))
-        shape = (len(seeds), *self.prior.sample_shape)
-        sample = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32)
-        sample = sample * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at the noise itself
+        scheduler = self.fresh_scheduler()
+        sample = self.initial_noise(gens, scheduler)
         best, final, trajectory = BestImage(), [None] * len(seeds), Trajectory(len(seeds))
         nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))

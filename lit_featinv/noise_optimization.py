@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
 
 from .errors import ConfigError
 from .method.measure import track_best
 from .method.records import BestImage, Trajectory
-from .method.sampling import fork, generators, model_input, step_kwargs
+from .method.sampling import generators, model_input, step_kwargs
 from .module import FeatureInversion
 from .runs.signals import STOP
 
@@ -46,9 +45,7 @@ class NoiseOptimization(FeatureInversion):
 
     def sample_from(self, noise: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
         """The sampler's final sample from ``noise``, differentiable in it (a fresh scheduler each pass)."""
-        scheduler = fork(self.prior.scheduler)
-        scheduler.set_timesteps(self.num_inference_steps, device=self.device,
-                                **self.prior.schedule_kwargs(self.num_inference_steps))
+        scheduler = self.fresh_scheduler()
         sample = noise
         for t in scheduler.timesteps:
             z = model_input(scheduler, sample, t)
@@ -59,10 +56,9 @@ class NoiseOptimization(FeatureInversion):
 
     def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
         gens = generators(seeds)
-        shape = (len(seeds), *self.prior.sample_shape)
-        scale = float(getattr(self.prior.scheduler, "init_noise_sigma", 1.0))
-        noise = randn_tensor(shape, generator=gens, device=self.device, dtype=torch.float32) * scale
-        noise.requires_grad_(True)
+        scheduler = self.fresh_scheduler()
+        scale = float(getattr(scheduler, "init_noise_sigma", 1.0))
+        noise = self.initial_noise(gens, scheduler).requires_grad_(True)
         optimizer = torch.optim.Adam([noise], lr=self.lr)
         rows, n = torch.arange(len(seeds), device=self.device), noise[0].numel()
         best, trajectory = BestImage(), Trajectory(len(seeds))
@@ -80,9 +76,9 @@ class NoiseOptimization(FeatureInversion):
             if not last:
                 optimizer.step()
         count = lambda value: torch.full((len(seeds),), value, dtype=torch.long)  # noqa: E731
-        steps = self.num_inference_steps
         never = torch.full((len(seeds),), -1, device=self.device)
         return {"image": image.detach(), "best_image": best.image, "best_step": best.step,
-                "nfe": count(steps * (self.optimization_steps + 1)),
-                "unet_backward": count(steps * self.optimization_steps), "failed_step": never, "stop_step": never,
+                "nfe": count(self.num_inference_steps * (self.optimization_steps + 1)),
+                "unet_backward": count(self.num_inference_steps * self.optimization_steps), "failed_step": never,
+                "stop_step": never,
                 "trajectory": trajectory.per_sample()}
