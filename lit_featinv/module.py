@@ -127,6 +127,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         self.guidance.check(num_inference_steps, prior)
         self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
         self.finish_unguided = finish_unguided
+        self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence  # as given
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
         unknown = sorted(set(check_classifiers or ()) - set(checks or {}))
