@@ -61,21 +61,37 @@ def decoder(name: str, a):
 
 
 def generate(name: str, targets: torch.Tensor, a) -> dict:
-    """Generations [N, G, 1, H, W] in [0, 1] (as saved, 8-bit) of feature ``name``, with their cosines and time."""
+    """Generations [N, G, 1, H, W] in [0, 1] (as saved, 8-bit) of feature ``name``, with their cosines and time.
+    Each batch of targets is saved as it finishes (OUT/images/NAME/), so a stopped run resumes at its next batch."""
+    from lit_featinv.runs.data import collate
+    from lit_featinv.runs.results import inversion
+    from lit_featinv.runs.sources import target_items
     path = os.path.join(a.out, "images", f"{name}.pt")
     if a.reuse and os.path.exists(path):
         saved = torch.load(path)
         if saved["images"].shape[:2] == (len(targets), a.generations) and saved.get("args") == run_args(a):
             print(f"invariances: {name}: reusing {path}", flush=True)
             return saved
-    start = time.perf_counter()
-    model = decoder(name, a)
-    out = model(images=targets, batch_size=a.batch_targets, output_type="pt")
-    seconds = time.perf_counter() - start
-    images = out.images.reshape(len(targets), a.generations, *out.images.shape[1:])
-    cos = [m.get("cosine", math.nan) for m in out.metrics]
-    saved = {"images": images, "cosine": cos, "seconds": seconds, "nfe": out.metrics[0].get("nfe"), "args": run_args(a)}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model, items = decoder(name, a), target_items(images=targets)  # ids image_00000...: the same seeds as one call
+    parts = []
+    for start in range(0, len(items), a.batch_targets):
+        part = os.path.join(a.out, "images", name, f"targets-{start:04d}-{a.batch_targets}.pt")
+        done = torch.load(part) if os.path.exists(part) else None
+        if done is None or done.get("args") != run_args(a) or done.get("generations") != a.generations:
+            begun = time.perf_counter()
+            out = inversion(model.predict_step(collate(items[start: start + a.batch_targets])), "pt")
+            done = {"images": out.images, "cosine": [m.get("cosine", math.nan) for m in out.metrics],
+                    "nfe": out.metrics[0].get("nfe"), "seconds": time.perf_counter() - begun, "args": run_args(a),
+                    "generations": a.generations}
+            os.makedirs(os.path.dirname(part), exist_ok=True)
+            torch.save(done, part)
+            print(f"invariances: {name}: targets {start + 1}-{start + len(out.images) // a.generations} of "
+                  f"{len(items)} in {done['seconds']:.0f} s", flush=True)
+        parts.append(done)
+    images = torch.cat([p["images"] for p in parts]).reshape(len(targets), a.generations, *parts[0]["images"].shape[1:])
+    cos = [c for p in parts for c in p["cosine"]]
+    seconds = sum(p["seconds"] for p in parts)
+    saved = {"images": images, "cosine": cos, "seconds": seconds, "nfe": parts[0]["nfe"], "args": run_args(a)}
     torch.save(saved, path)
     print(f"invariances: {name}: {images.shape[0]} targets x {images.shape[1]} generations in {seconds:.0f} s, "
           f"cosine to target mean {sum(cos) / len(cos):.3f}, worst {min(cos):.3f}", flush=True)
@@ -280,12 +296,19 @@ def main(argv: list[str] | None = None) -> int:
     _, targets = load_targets(a.images, a.targets)
     wanted = a.features.split(",")
     a.reuse = a.reuse or set(wanted) != set(CONFIGS)
+    unknown = [n for n in wanted if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"invariances: --features {unknown} unknown; known: {CONFIGS}")
+    runs = {}
+    for name in (n for n in CONFIGS if n in wanted):
+        print(f"invariances: {name} ...", flush=True)
+        runs[name] = generate(name, targets, a)
     missing = [n for n in CONFIGS if n not in wanted and not os.path.exists(os.path.join(a.out, "images", f"{n}.pt"))]
     if missing:
-        raise SystemExit(f"invariances: {missing} not in --features and not saved in {a.out}")
-    runs = {}
-    for name in CONFIGS:
-        print(f"invariances: {name} ...", flush=True)
+        print(f"invariances: generated {list(runs)}; {missing} not saved in {a.out} yet: run them (--features) "
+              f"for the table", flush=True)
+        return 0
+    for name in (n for n in CONFIGS if n not in wanted):
         runs[name] = generate(name, targets, a)
     target_resnet, target_vit = classes(targets, "resnet10t"), classes(targets, "vit-tiny")
     labels = {name: {"resnet": classes(r["images"], "resnet10t"), "vit": classes(r["images"], "vit-tiny"),

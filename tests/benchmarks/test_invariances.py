@@ -109,3 +109,21 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path):
     # a rerun of the measures alone reuses the generations
     assert invariances.main(["--out", str(out), "--targets", "1", "--generations", "2", "--steps", "2",
                              "--recurrence", "1", "--features", "unguided"]) == 0
+
+
+def test_a_stopped_run_resumes_at_its_next_batch_of_targets(tmp_path, capsys):
+    """Each batch of targets is saved as it finishes: a rerun regenerates only what is missing, with the same seeds
+    (the ids of one call), and writes no table until every run is saved."""
+    import invariances
+    args = ["--out", str(tmp_path), "--targets", "2", "--generations", "2", "--steps", "2", "--recurrence", "1",
+            "--batch-targets", "1", "--features", "control"]
+    assert invariances.main(args) == 0
+    assert "not saved" in capsys.readouterr().out and not (tmp_path / "invariances.md").exists()
+    whole = torch.load(tmp_path / "images" / "control.pt")
+    (tmp_path / "images" / "control.pt").unlink()
+    (tmp_path / "images" / "control" / "targets-0001-1.pt").unlink()
+    assert invariances.main(args) == 0
+    log = capsys.readouterr().out
+    assert "targets 2-2 of 2" in log and "targets 1-1" not in log
+    again = torch.load(tmp_path / "images" / "control.pt")
+    assert torch.equal(again["images"], whole["images"]) and again["cosine"] == whole["cosine"]
