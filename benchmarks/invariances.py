@@ -63,7 +63,7 @@ def decoder(name: str, a):
 def generate(name: str, targets: torch.Tensor, a) -> dict:
     """Generations [N, G, 1, H, W] in [0, 1] (as saved, 8-bit) of feature ``name``, with their cosines and time.
     Each batch of targets is saved as it finishes (OUT/images/NAME/), so a stopped run resumes at its next batch."""
-    from lit_featinv.runs import collate, target_items
+    from lit_featinv.runs import collate, inversion, target_items
     path = os.path.join(a.out, "images", f"{name}.pt")
     if a.reuse and os.path.exists(path):
         saved = torch.load(path)
@@ -77,14 +77,13 @@ def generate(name: str, targets: torch.Tensor, a) -> dict:
         done = torch.load(part) if os.path.exists(part) else None
         if done is None or done.get("args") != run_args(a) or done.get("generations") != a.generations:
             begun = time.perf_counter()
-            records = model.predict_step(collate(items[start: start + a.batch_targets]))  # as a call's batch
-            done = {"images": torch.stack([r["image"].float() / 255 for r in records]),
-                    "cosine": [r["metrics"].get("cosine", math.nan) for r in records],
-                    "nfe": records[0]["metrics"].get("nfe"), "seconds": time.perf_counter() - begun,
-                    "args": run_args(a), "generations": a.generations}
+            out = inversion(model.predict_step(collate(items[start: start + a.batch_targets])), "pt")  # NaN: failed
+            done = {"images": out.images, "cosine": [m.get("cosine", math.nan) for m in out.metrics],
+                    "nfe": out.metrics[0].get("nfe"), "seconds": time.perf_counter() - begun, "args": run_args(a),
+                    "generations": a.generations}
             os.makedirs(os.path.dirname(part), exist_ok=True)
             torch.save(done, part)
-            print(f"invariances: {name}: targets {start + 1}-{start + len(records) // a.generations} of "
+            print(f"invariances: {name}: targets {start + 1}-{start + len(out.images) // a.generations} of "
                   f"{len(items)} in {done['seconds']:.0f} s", flush=True)
         parts.append(done)
     images = torch.cat([p["images"] for p in parts]).reshape(len(targets), a.generations, *parts[0]["images"].shape[1:])

@@ -9,5 +9,5 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "folder": ["RunFolder", "read_jsonl", "run_stats"],
     "writer": ["InversionWriter"],
     "signals": ["STOP", "StopRequested"],
-    "results": ["Inversion"],
+    "results": ["Inversion", "inversion"],
 })
