@@ -201,11 +201,12 @@ def judge(role: str, value: float, control: float) -> tuple[float, bool]:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
-def table(results: dict, runs: dict, a, wall: float) -> str:
+def table(results: dict, runs: dict, a) -> str:
     m = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in results.items()}
+    minutes = sum(r["seconds"] for r in runs.values()) / 60  # the runs' own generation time, resumed ones included
     lines = [
         f"# Ground-truth invariances ({a.targets} targets x {a.generations} generations)", "",
-        (f"`python benchmarks/invariances.py {' '.join(a.argv)}`: {wall / 60:.1f} min, "
+        (f"`python benchmarks/invariances.py {' '.join(a.argv)}`: {minutes:.1f} min of generation, "
          f"{torch.get_num_threads()} torch thread(s). Sampler: `{a.config}` with DDIM {a.steps} steps, K = {a.recurrence}, "
          f"w = {a.scale}, UNet gradient; unguided: w = 0, K = 1; blur sigma {a.sigma} px; the first {a.targets} "
          f"images of `{os.path.relpath(a.images, ROOT)}`, the same seeds for every feature."), "",
@@ -226,7 +227,7 @@ def table(results: dict, runs: dict, a, wall: float) -> str:
         verdicts.setdefault(feature, []).append(ok)
         goal = f">= {GOAL_IGNORED}x" if role == "ignored" else "<= control"
         lines.append(f"| {LABELS[feature]} | {factor} | {role} | {what} | {value:.4f} | {control:.4f} | "
-                     f"{ratio:.2f} | {free:.4f} | {goal} | {'yes' if ok else '**no**'} |")
+                     f"{ratio:.3f} | {free:.4f} | {goal} | {'yes' if ok else '**no**'} |")
     lines += ["", "| feature | passes (every row) |", "| --- | --- |"]
     lines += [f"| {LABELS[f]} | {'yes' if all(v) else '**no**'} |" for f, v in verdicts.items()]
     lines += ["", "More measures (same layout: invariant feature / control / unguided):", ""]
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     by_class = unguided_class_distances(runs["unguided"]["images"], labels["unguided"]["resnet"])
     results = {name: measures(r["images"], targets, a.sigma, by_class, labels[name]) for name, r in runs.items()}
     wall = time.perf_counter() - start
-    text = table(results, runs, a, wall)
+    text = table(results, runs, a)
     with open(os.path.join(a.out, "invariances.md"), "w") as f:
         f.write(text)
     figure(targets, runs, os.path.join(a.out, "invariances.png"), a.figure_targets)

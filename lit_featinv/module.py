@@ -58,9 +58,6 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         num_inference_steps: scheduler steps.
         recurrence: self-recurrence K: guided iterations per step (re-noising between them); one value, one per
             step, or pieces {from step: K}.
-        recurrence_cosine: a generation's recurrence at a step ends once its estimate (as saved) reaches this cosine
-            to its target, so only those behind spend all K (one value, one per step, or pieces; above 1 or null:
-            all K).
         early_steps, early_recurrence: the first ``early_steps`` steps use ``early_recurrence`` iterations (the
             paper's early-step emphasis; the same as pieces ``{0: early_recurrence, early_steps: recurrence}``).
         samples_per_target: generations per target, each with its own seed.
@@ -90,8 +87,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
 
     def __init__(self, prior: DiffusionPrior, extractor: FeatureExtractor, loss: FeatureLoss | None = None,
                  guidance: Guidance | None = None, num_inference_steps: int = 50,
-                 recurrence: int | list[int] | dict[int | str, int] = 8,
-                 recurrence_cosine: float | list[float] | dict[int | str, float] | None = None, early_steps: int = 0,
+                 recurrence: int | list[int] | dict[int | str, int] = 8, early_steps: int = 0,
                  early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0, eta: float = 0.0,
                  best_from_guided: bool = False, stop_cosine: float | None = None, finish_unguided: bool = False,
                  progress: bool = True, prior_score: PriorScore | None = lazy_instance(PriorScore),
@@ -107,11 +103,6 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             if not isinstance(k, int) or k < 1:
                 raise ConfigError("model.recurrence", f"{k} is not a count (>= 1)")
         self.iterations[:early_steps] = [early_recurrence] * min(early_steps, num_inference_steps)
-        self.settle_at = None if recurrence_cosine is None else per_step(recurrence_cosine, num_inference_steps,
-                                                                          "model.recurrence_cosine")
-        for c in self.settle_at or ():
-            if not isinstance(c, (int, float)) or not -1 < c < math.inf:
-                raise ConfigError("model.recurrence_cosine", f"{c} is not a cosine (> -1; above 1: all K)")
         if not math.isfinite(eta) or eta < 0:
             raise ConfigError("model.eta", f"{eta} is not a number >= 0")
         if stop_cosine is not None and not -1 < stop_cosine <= 1:
@@ -136,7 +127,6 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         self.num_inference_steps, self.stop_cosine = num_inference_steps, stop_cosine
         self.finish_unguided = finish_unguided
         self.recurrence, self.early_steps, self.early_recurrence = recurrence, early_steps, early_recurrence  # as given
-        self.recurrence_cosine = recurrence_cosine
         self.samples_per_target, self.seed, self.eta, self.progress = samples_per_target, seed, eta, progress
         self.best_from_guided = best_from_guided
         unknown = sorted(set(check_classifiers or ()) - set(checks or {}))
@@ -232,8 +222,6 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             trajectory.add(it.step, it.k, it.rows, loss, cosine)
             nfe[it.rows.cpu()] += 1
             backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
-            if self.settle_at is not None and it.w != 0:
-                it.settle = cosine >= self.settle_at[it.step]
             if self.stop_cosine is None:
                 return None
             done = (cosine >= self.stop_cosine) & (stopped[it.rows] < 0)

@@ -21,7 +21,6 @@ class Iteration:
     rows: torch.Tensor  # the samples of the batch still in it (indices into the original batch)
     image: torch.Tensor  # clean estimate before guidance, as an image in [0, 1]
     guided_x0: torch.Tensor  # clean estimate from the guided noise (a sample, not decoded)
-    settle: torch.Tensor | None = None  # set by on_iteration: rows (of ``rows``) whose recurrence at this step ends now
 
 
 def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[torch.Generator],
@@ -35,10 +34,8 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
     ``guided(sample, t, abar, rows, w) -> (model output, image, guided_x0)`` is one guided model call for the rows
     still in the batch; ``on_iteration(Iteration)`` may return a bool mask of rows that stop now: they leave the
     batch, or with ``finish_unguided`` take this step with this iteration's output and every later step with one
-    unguided call (``w`` 0, no recurrence; ``on_iteration`` still sees them); it may also set ``Iteration.settle``,
-    rows that take this step with this iteration's output (their recurrence ends here); ``after_step(sample, rows,
-    step) -> sample`` sees each stepped sample (e.g. to mark NaN ones). Each sample's noise comes from its own
-    generator.
+    unguided call (``w`` 0, no recurrence; ``on_iteration`` still sees them); ``after_step(sample, rows, step) ->
+    sample`` sees each stepped sample (e.g. to mark NaN ones). Each sample's noise comes from its own generator.
     Returns the final samples of the rows left, and those rows.
     """
     rows = torch.arange(len(sample), device=sample.device)
@@ -48,26 +45,21 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
         abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
         w, iterations = weight(i) if abar > 0 else 0.0, iterations_at(i)  # pure noise (abar 0) has no x0 to guide
         output, done = torch.zeros_like(sample), coast.clone()  # done: this step's output is fixed
-        finished = coast.clone()  # finishing unguided from the next step
         for k in range(iterations):
             act = ~done
             if not act.any():
                 break
             out, image, guided_x0 = guided(sample[act], t, abar, rows[act], w)
             output[act] = out
-            it = Iteration(i, k, t, w, rows[act], image, guided_x0)
-            leave = on_iteration(it) if on_iteration else None
-            if it.settle is not None:
-                done[act.nonzero().squeeze(1)[it.settle]] = True
+            leave = on_iteration(Iteration(i, k, t, w, rows[act], image, guided_x0)) if on_iteration else None
             if leave is not None and leave.any():
                 stopped = act.nonzero().squeeze(1)[leave]
                 if finish_unguided:
-                    done[stopped] = finished[stopped] = True
+                    done[stopped] = True
                 else:
                     keep = torch.ones_like(act)
                     keep[stopped] = False
                     rows, sample, output, coast, done = rows[keep], sample[keep], output[keep], coast[keep], done[keep]
-                    finished = finished[keep]
                     gens = [g for g, kept in zip(gens, keep.tolist()) if kept]
                     if not len(rows):
                         return sample, rows
@@ -85,7 +77,7 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
             if on_iteration:
                 on_iteration(Iteration(i, 0, t, 0.0, rows[coast], image, guided_x0))
         sample = scheduler.step(output, t, sample, **step_kwargs(scheduler, gens, eta=eta)).prev_sample
-        coast = finished
+        coast = done
         if after_step is not None:
             sample = after_step(sample, rows, i)
     return sample, rows

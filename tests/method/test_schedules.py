@@ -108,54 +108,6 @@ def test_a_module_that_finishes_unguided_records_the_stop_and_the_cheaper_steps(
     assert torch.isfinite(out["image"]).all()
 
 
-def test_a_row_whose_recurrence_settles_at_its_first_iteration_runs_as_with_k_1(pixel_prior, timm_dir, image_dir):
-    """recurrence_cosine's mechanism in the loop: a row that settles at the first iteration of every step takes each
-    step with that output, so it equals a K = 1 run of itself; the other row is unchanged against a run where
-    nothing settles."""
-    module = build_module(pixel_prior, timm_dir, num_inference_steps=4)
-    module.on_predict_start()
-    target = targets_of(module, batch_of(image_dir, limit=2))
-
-    def run(k: int, settle: bool):
-        scheduler = fork(module.prior.scheduler)
-        scheduler.set_timesteps(4)
-        calls = []
-
-        def guided(sample, t, abar, rows, w):
-            return module.guided_output(scheduler, sample, t, abar, target[rows], w)
-
-        def on_iteration(it):
-            calls.append(it.rows.tolist())
-            if settle:
-                it.settle = it.rows == 1
-
-        noise = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-        return reverse_loop(guided, scheduler, noise, generators([1, 2]), lambda i: k, lambda i: 0.5,
-                            on_iteration)[0], calls
-
-    settled, calls = run(3, settle=True)
-    assert calls == [[0, 1], [0], [0]] * 4
-    torch.testing.assert_close(settled[1:], run(1, settle=False)[0][1:], atol=1e-5, rtol=0)
-    torch.testing.assert_close(settled[:1], run(3, settle=False)[0][:1], atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("cosine, nfe", [(-0.99, 4), (2.0, 12), ({0: 2.0, 2: -0.99}, 8)])
-def test_recurrence_cosine_ends_a_steps_recurrence_once_the_estimate_reaches_it(pixel_prior, timm_dir, image_dir,
-                                                                                cosine, nfe):
-    module = build_module(pixel_prior, timm_dir, num_inference_steps=4, recurrence=3, recurrence_cosine=cosine)
-    module.on_predict_start()
-    out = module.generate(targets_of(module, batch_of(image_dir, limit=1)), [1])
-    assert out["nfe"].tolist() == [nfe] and out["unet_backward"].tolist() == [nfe]
-
-
-@pytest.mark.parametrize("value, message", [([0.9] * 3, "model.recurrence_cosine: has 3 values for 4 steps"),
-                                            (-1.0, "model.recurrence_cosine: -1.0 is not a cosine")])
-def test_a_bad_recurrence_cosine_stops_in_one_line_naming_the_key(pixel_prior, timm_dir, value, message):
-    with pytest.raises(ConfigError) as err:
-        build_module(pixel_prior, timm_dir, recurrence_cosine=value)
-    assert str(err.value).startswith(message) and "\n" not in str(err.value)
-
-
 def test_the_recurrence_of_a_multistep_solver_returns_to_the_noise_level_of_the_step():
     """DPM-Solver++ (2M) with K = 3 and an exact denoiser of a known x0: at every iteration the sample is
     sqrt(abar) x0 + sqrt(1 - abar) n with n standard normal at the step's own abar."""
