@@ -55,8 +55,8 @@ def modern_sources(tmp_path_factory) -> dict:
 
 def tiny_overrides(preset: dict, sources: dict, images) -> dict:
     """The preset's model sources -> tiny local ones (weights of the hub models: none); nothing else changes but the
-    early recurrence, K of the 1000-step presets, the targets (the first one; a preset's constructed targets or feature files stay) and the
-    device."""
+    early recurrence, K of the 1000-step presets, the targets (the first one; a preset's constructed targets or
+    feature files stay) and the device."""
     model = preset["model"]["init_args"]
     prior, extractor = model["prior"]["init_args"], model["extractor"]["init_args"]
     sources = sources | {key.replace("assets/", up + "assets/"): tiny for key, tiny in sources.items()
@@ -86,8 +86,9 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
 
 
 def expected_nfe(model: dict) -> int:
+    """UNet evaluations per image of a preset's ``model.init_args`` as run (its tiny overrides merged in)."""
     steps, early = model["num_inference_steps"], model.get("early_steps", 0)
-    return early * EARLY_RECURRENCE + (steps - early) * (LONG_RECURRENCE if steps >= 1000 else model["recurrence"])
+    return early * model.get("early_recurrence", 1) + (steps - early) * model["recurrence"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -95,7 +96,8 @@ def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, mon
     preset = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     write_images(tmp_path / "targets", count=1, size=40, mode="RGB")
     sources = tiny_sources | (request.getfixturevalue("modern_sources") if name.startswith("modern/") else {})
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_overrides(preset, sources, tmp_path / "targets")))
+    overrides = tiny_overrides(preset, sources, tmp_path / "targets")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overrides))
     monkeypatch.chdir(tmp_path)  # the presets' paths are relative to the preset file: any folder runs them
     seen = []
     guided_output = FeatureInversion.guided_output
@@ -110,7 +112,8 @@ def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, mon
     model = preset["model"]["init_args"]
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == model.get("samples_per_target", 1)
-    assert all(r["nfe"] == expected_nfe(model) and np.isfinite(r["cosine"]) for r in rows)
+    ran = model | overrides["model"]["init_args"]
+    assert all(r["nfe"] == expected_nfe(ran) and np.isfinite(r["cosine"]) for r in rows)
     steps = [t for i, t in enumerate(seen) if i == 0 or t != seen[i - 1]]
     assert len(steps) == len(set(steps)) == model["num_inference_steps"]  # every step once, in decreasing order
     flow = import_object(model["prior"]["class_path"], "lit_featinv").prediction == FLOW
