@@ -10,17 +10,18 @@ Reads each folder's ``metrics.jsonl`` (sample 0 of each target, as ``time_to_qua
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
+
+from lit_featinv.runs.folder import METRICS, is_generation, read_jsonl
 
 
 def cosines(folder: Path) -> dict[str, float]:
     """Target id -> cosine of its first generation."""
-    path = Path(folder) / "metrics.jsonl"
+    path = Path(folder) / METRICS
     if not path.is_file():
         raise SystemExit(f"{path}: no such file (a run folder of time_to_quality.py?)")
-    return {r["id"]: r["cosine"] for r in map(json.loads, path.read_text().splitlines()) if r.get("sample", 0) == 0}
+    return {r["id"]: r["cosine"] for r in read_jsonl(path)[0] if is_generation(r) and r["sample"] == 0}
 
 
 def gap(reference: dict[str, float], variant: dict[str, float], ks: list[int]) -> dict:
