@@ -13,15 +13,15 @@ import argparse
 import statistics
 from pathlib import Path
 
-from lit_featinv.runs.folder import METRICS, is_generation, read_jsonl
+from lit_featinv.runs import RunFolder
 
 
 def cosines(folder: Path) -> dict[str, float]:
     """Target id -> cosine of its first generation."""
-    path = Path(folder) / METRICS
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such file (a run folder of time_to_quality.py?)")
-    return {r["id"]: r["cosine"] for r in read_jsonl(path)[0] if is_generation(r) and r["sample"] == 0}
+    run = RunFolder(folder)
+    if not run.metrics.is_file():
+        raise SystemExit(f"{run.metrics}: no such file (a run folder of time_to_quality.py?)")
+    return {target: row["cosine"] for (target, sample), row in run.done().items() if sample == 0}
 
 
 def gap(reference: dict[str, float], variant: dict[str, float], ks: list[int]) -> dict:
