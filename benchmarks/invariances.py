@@ -9,9 +9,22 @@ control, the plain network's pooled feature, and as the unguided prior (w = 0, K
 the generations of each target: the variation of the factor the feature ignores should grow against the
 control's (goal: at least 1.5 times), that of the factor it encodes should not (at most the control's).
 
+The data reference (``benchmarks/data_reference.py``): how much a factor *should* vary, from the data posterior. For
+each target and each feature (the control too), its k = 16 (--neighbours) nearest real images among the 60,000
+Fashion-MNIST training images (--train; padded from 28 x 28 to 32 x 32 by 2 zero pixels as the zoo's images, in
+[0, 1]) by that feature's own distance: the Euclidean distance between the float32 features the inversion matched,
+of the same extractor (``ModuleExtractor`` from ``invariant_features.extractor_config``; the blurred feature with
+--sigma); a training image identical in pixels to the target is excluded. The training features are computed once
+per feature and cached in OUT/data/. Every factor is measured on the neighbours exactly as on the generations
+(``measures``, their classes by both zoo classifiers); second goal: the generations' value within 0.67 to 1.5 times
+the data neighbours' for the same feature. The table also gives the neighbours' cosine to the target in the
+feature's space (mean, worst), which says how close to the target's feature the data comes.
+
 Run: python benchmarks/invariances.py --out runs/invariances [--targets 16 --generations 8 --steps 50 --recurrence 4]
-Writes OUT/invariances.md (the table), OUT/invariances.png (the figure), OUT/images/NAME.pt (the generations, reused
-by a rerun with --reuse).
+Writes OUT/invariances.md (the table), OUT/invariances.png (the figure), OUT/invariances-data.png (per feature: target
+| its first 8 generations | its 8 nearest data neighbours), OUT/images/NAME.pt (the generations, reused by a rerun
+with --reuse), OUT/data/FEATURE-KEY.pt (the training images' features).
+Needs: apt-get install dataset-fashion-mnist (the training images, --train).
 """
 from __future__ import annotations
 
@@ -29,6 +42,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import data_reference as data  # noqa: E402
 import invariant_features as inv  # noqa: E402
 
 FEATURES = ["control", "left_half", "contrast_normalised", "blurred", "class_posterior"]
@@ -37,6 +51,7 @@ LABELS = {"control": "control (plain pooled feature)", "left_half": "left half o
           "contrast_normalised": "contrast normalised", "blurred": "blurred", "class_posterior": "class posterior",
           "unguided": "unguided prior"}
 GOAL_IGNORED, GOAL_ENCODED = 1.5, 1.0
+GOAL_DATA = (0.67, 1.5)  # generations / data neighbours: the second pass rule
 
 
 # ---- generating ---------------------------------------------------------------------------------------------------
@@ -166,6 +181,12 @@ def measures(y: torch.Tensor, target: torch.Tensor, sigma: float, unguided_by_cl
     }
 
 
+def labels_of(images: torch.Tensor, target_resnet: torch.Tensor, target_vit: torch.Tensor) -> dict:
+    """Classes of images [N, G, 1, H, W] and of their targets by both zoo classifiers, as ``measures`` takes them."""
+    return {"resnet": classes(images, "resnet10t"), "vit": classes(images, "vit-tiny"), "target_resnet": target_resnet,
+            "target_vit": target_vit}
+
+
 def unguided_class_distances(y: torch.Tensor, labels: torch.Tensor) -> dict:
     """Mean RMS distance between two unguided samples that the ResNet puts in the same class, per class."""
     flat, lab = y.flatten(0, 1), labels.flatten()
@@ -200,9 +221,26 @@ def judge(role: str, value: float, control: float) -> tuple[float, bool]:
     return ratio, (ratio >= GOAL_IGNORED if role == "ignored" else value <= control)
 
 
+def judge_data(value: float, reference: float) -> tuple[float, bool]:
+    """Ratio generations / data neighbours, and whether it is within :data:`GOAL_DATA`."""
+    ratio = value / reference if reference > 0 else (math.inf if value > 0 else 1.0)
+    return ratio, GOAL_DATA[0] <= ratio <= GOAL_DATA[1]
+
+
 # ---- writing ------------------------------------------------------------------------------------------------------
-def table(results: dict, runs: dict, a) -> str:
+def table(results: dict, runs: dict, a, reference: dict, data_results: dict) -> str:
+    """The whole report: runs, data neighbours, the factor table with both pass rules, more measures, every number."""
     m = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in results.items()}
+    d = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in data_results.items()}
+    lines = run_lines(runs, a) + data_lines(reference, runs, a) + row_lines(m, d) + extra_lines(m, d)
+    lines += ["", "All measures, every run:", "", "```json", json.dumps(results, indent=1), "```", "",
+              "All measures, the data neighbours of every feature:", "", "```json", json.dumps(data_results, indent=1),
+              "```", ""]
+    return "\n".join(lines)
+
+
+def run_lines(runs: dict, a) -> list[str]:
+    """Title, command and sampler, and each run's cost and match."""
     minutes = sum(r["seconds"] for r in runs.values()) / 60  # the runs' own generation time, resumed ones included
     lines = [
         f"# Ground-truth invariances ({a.targets} targets x {a.generations} generations)", "",
@@ -216,31 +254,67 @@ def table(results: dict, runs: dict, a) -> str:
         cos = r["cosine"]
         lines.append(f"| {LABELS[name]} | {r['nfe']} | {r['seconds'] / len(cos):.2f} | {sum(cos) / len(cos):.3f} | "
                      f"{min(cos):.3f} |")
-    lines += ["", ("Each measure over the generations of a target, averaged over targets; ratio = invariant feature / "
-                   "control; goal: ignored factor >= 1.5x the control, encoded factor <= the control."), "",
-              "| feature | factor | role | measure | invariant feature | control | ratio | unguided | goal | pass |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    return lines
+
+
+def data_lines(reference: dict, runs: dict, a) -> list[str]:
+    """What the data neighbours are, and how close each feature's come to the target (beside its generations)."""
+    lines = ["", (f"Data neighbours: for each target and feature, the {a.neighbours} nearest of the "
+                  f"{reference['count']} training images of `{a.train}` (28 x 28 padded to 32 x 32) by the feature's "
+                  f"own distance (Euclidean, between the features the inversion matched; a training image identical "
+                  f"to the target excluded): {reference['seconds']:.0f} s, training features cached in "
+                  f"`{os.path.join(a.out, 'data')}`. Their cosine to the target's feature, over every neighbour of "
+                  f"every target, beside that of the feature's generations:"), "",
+             "| feature | data neighbours' cosine: mean | worst | generations' cosine: mean | worst |",
+             "| --- | --- | --- | --- | --- |"]
+    for name in FEATURES:
+        cos, gen = reference["neighbours"][name]["cosine"], runs[name]["cosine"]
+        lines.append(f"| {LABELS[name]} | {float(cos.mean()):.3f} | {float(cos.min()):.3f} | "
+                     f"{sum(gen) / len(gen):.3f} | {min(gen):.3f} |")
+    return lines
+
+
+def row_lines(m: dict, d: dict) -> list[str]:
+    """The factor table (measures m of the runs, d of the data neighbours) and each feature's verdicts."""
+    low, high = GOAL_DATA
+    lines = ["", ("Each measure over the generations of a target, averaged over targets; ratio = invariant feature / "
+                  "control; goal: ignored factor >= 1.5x the control, encoded factor <= the control. Data "
+                  f"neighbours: the same measure over the feature's data neighbours of each target; second goal: "
+                  f"generations / data within [{low}, {high}]."), "",
+             ("| feature | factor | role | measure | invariant feature | control | ratio | unguided | data neighbours "
+              f"| goal | pass | generations / data | within [{low}, {high}] of data |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = {}
     for feature, factor, role, key, what in ROWS:
-        value, control, free = m[feature][key], m["control"][key], m["unguided"][key]
-        ratio, ok = judge(role, value, control)
-        verdicts.setdefault(feature, []).append(ok)
+        value, control, free, ref = m[feature][key], m["control"][key], m["unguided"][key], d[feature][key]
+        (ratio, ok), (to_data, ok_data) = judge(role, value, control), judge_data(value, ref)
+        verdicts.setdefault(feature, []).append((ok, ok_data))
         goal = f">= {GOAL_IGNORED}x" if role == "ignored" else "<= control"
         lines.append(f"| {LABELS[feature]} | {factor} | {role} | {what} | {value:.4f} | {control:.4f} | "
-                     f"{ratio:.3f} | {free:.4f} | {goal} | {'yes' if ok else '**no**'} |")
-    lines += ["", "| feature | passes (every row) |", "| --- | --- |"]
-    lines += [f"| {LABELS[f]} | {'yes' if all(v) else '**no**'} |" for f, v in verdicts.items()]
-    lines += ["", "More measures (same layout: invariant feature / control / unguided):", ""]
+                     f"{ratio:.3f} | {free:.4f} | {ref:.4f} | {goal} | {yes(ok)} | {to_data:.3f} | {yes(ok_data)} |")
+    lines += ["", "| feature | passes (every row) | within the data's spread (every row) |", "| --- | --- | --- |"]
+    lines += [f"| {LABELS[f]} | {yes(all(o for o, _ in v))} | {yes(all(o for _, o in v))} |"
+              for f, v in verdicts.items()]
+    return lines
+
+
+def yes(ok: bool) -> str:
+    """A verdict as the tables write it."""
+    return "yes" if ok else "**no**"
+
+
+def extra_lines(m: dict, d: dict) -> list[str]:
+    """Measures beside the table's, for the runs and the feature's data neighbours."""
     extra = [("left_half", "left_rmse", "RMS pixel distance to the target, left half"),
              ("class_posterior", "class_agree", "ResNet class of a generation = the target's"),
              ("class_posterior", "vit_agree", "the ViT's class of a generation = the ViT's class of the target"),
              ("class_posterior", "pairwise_vs_unguided_class",
               "pairwise distance / that of unguided samples of the target's class")]
-    lines += ["| feature | measure | invariant feature | control | unguided |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {LABELS[f]} | {what} | {m[f][k]:.4f} | {m['control'][k]:.4f} | {m['unguided'][k]:.4f} |"
-              for f, k, what in extra]
-    lines += ["", "All measures, every run:", "", "```json", json.dumps(results, indent=1), "```", ""]
-    return "\n".join(lines)
+    lines = ["", "More measures (same layout: invariant feature / control / unguided / the feature's data neighbours):",
+             "", "| feature | measure | invariant feature | control | unguided | data neighbours |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    return lines + [f"| {LABELS[f]} | {what} | {m[f][k]:.4f} | {m['control'][k]:.4f} | {m['unguided'][k]:.4f} | "
+                    f"{d[f][k]:.4f} |" for f, k, what in extra]
 
 
 def figure(targets: torch.Tensor, runs: dict, path: str, rows: int, zoom: int = 2) -> None:
@@ -278,7 +352,9 @@ def parse(argv):
                                                                  "with --reuse)")
     p.add_argument("--config", default="quickstart", help="preset or YAML whose sampler and prior are used")
     p.add_argument("--images", default=os.path.join(ROOT, "assets", "fmnist-test32"))
-    p.add_argument("--figure-targets", type=int, default=8, help="targets shown in the figure")
+    p.add_argument("--train", default=data.TRAIN, help="the data reference's training images (idx, 28 x 28)")
+    p.add_argument("--neighbours", type=int, default=16, help="k, data neighbours per target and feature")
+    p.add_argument("--figure-targets", type=int, default=8, help="targets shown in the figures")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--reuse", action="store_true", help="reuse generations saved in --out by a run with the same "
                                                        "settings")
@@ -291,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
+    if not os.path.exists(a.train):
+        raise SystemExit(f"invariances: --train {a.train} not found: apt-get install dataset-fashion-mnist")
     start = time.perf_counter()
     _, targets = load_targets(a.images, a.targets)
     wanted = a.features.split(",")
@@ -310,17 +388,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in (n for n in CONFIGS if n not in wanted):
         runs[name] = generate(name, targets, a)
     target_resnet, target_vit = classes(targets, "resnet10t"), classes(targets, "vit-tiny")
-    labels = {name: {"resnet": classes(r["images"], "resnet10t"), "vit": classes(r["images"], "vit-tiny"),
-                     "target_resnet": target_resnet, "target_vit": target_vit} for name, r in runs.items()}
+    labels = {name: labels_of(r["images"], target_resnet, target_vit) for name, r in runs.items()}
     by_class = unguided_class_distances(runs["unguided"]["images"], labels["unguided"]["resnet"])
     results = {name: measures(r["images"], targets, a.sigma, by_class, labels[name]) for name, r in runs.items()}
+    reference = data.reference(FEATURES, targets, a)
+    near = reference["neighbours"]
+    data_results = {name: measures(near[name]["images"], targets, a.sigma, by_class,
+                                   labels_of(near[name]["images"], target_resnet, target_vit)) for name in FEATURES}
     wall = time.perf_counter() - start
-    text = table(results, runs, a)
+    text = table(results, runs, a, reference, data_results)
     with open(os.path.join(a.out, "invariances.md"), "w") as f:
         f.write(text)
     figure(targets, runs, os.path.join(a.out, "invariances.png"), a.figure_targets)
+    data.data_figure(targets, [(LABELS[n], runs[n]["images"], near[n]["images"]) for n in FEATURES],
+                     os.path.join(a.out, "invariances-data.png"), a.figure_targets)
     print(text.split("All measures")[0], flush=True)
-    print(f"invariances: wrote {os.path.join(a.out, 'invariances.md')} and invariances.png in {wall:.0f} s", flush=True)
+    print(f"invariances: wrote {os.path.join(a.out, 'invariances.md')}, invariances.png and invariances-data.png in "
+          f"{wall:.0f} s", flush=True)
     return 0
 
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..runs.folder import mean, ok, run_stats
+from .diversity import against_reference
 from .reading import best_iteration, config_summary
 from .report import Report, Tile, tile
 from .trust import PERCENTILE, atypical, disagreeing
@@ -42,6 +43,10 @@ img { image-rendering: pixelated; display: block; }
 .none { color: #999; }
 .flag { color: #b00020; font-weight: bold; }
 .real { display: flex; gap: 4px; border-left: 3px solid #1f77b4; padding-left: 4px; }
+tr.strip > td { background: #f7f7fb; font-size: 12px; }
+.strip .gens { flex-wrap: wrap; gap: 8px; }
+.strip p, .strip ul { margin: 4px 0; }
+.scale { display: inline-block; width: 80px; height: 10px; vertical-align: middle; border: 1px solid #999; }
 """
 
 
@@ -151,18 +156,68 @@ def run_cell(report: Report, index: int, target: str, vmax: float) -> str:
     return f'<td><div class="gens">{"".join(parts)}</div></td>'
 
 
+def strip_maps(report: Report, target: str) -> list[tuple[str, torch.Tensor | str]]:
+    """The std maps of a target's strip, as (name, map or why there is none): each run's (the baseline's last), then
+    the reference run's."""
+    out = []
+    for i, run in enumerate(report.runs):
+        cell = report.cells.get((i, target))
+        name = "the unguided prior (baseline)" if report.baseline and i == len(report.runs) - 1 else run.label
+        out.append((name, "not in this run" if cell is None else cell.variation["std"] if cell.variation is not None
+                    else "fewer than two images" if sum(not isinstance(t, str) for t in cell.tiles) < 2
+                    else "images of different sizes"))
+    if report.reference_run is not None:
+        out.append(("the reference", report.reference_maps.get(target, "no reference map (see the notes)")))
+    return out
+
+
+def scale_bar() -> str:
+    """The strip's colour scale (magma) as a CSS gradient."""
+    from matplotlib import colormaps
+    stops = ", ".join("#%02x%02x%02x" % tuple(round(255 * c) for c in colormaps["magma"](x)[:3])
+                      for x in np.linspace(0, 1, 8))
+    return f'<span class="scale" style="background: linear-gradient(to right, {stops})"></span>'
+
+
+def reference_lines(report: Report, target: str) -> str:
+    """Per run with a std map, where it varies more or less than the reference's
+    (:func:`.diversity.against_reference`)."""
+    theirs = report.reference_maps.get(target)
+    if theirs is None:
+        return ""
+    named = [(name, std) for name, std in strip_maps(report, target)[:-1] if not isinstance(std, str)]
+    return "<ul>" + "".join(f"<li><b>{html.escape(name)}</b> {html.escape(against_reference(std, theirs))}</li>"
+                            for name, std in named) + "</ul>"
+
+
+def strip_row(report: Report, target: str) -> str:
+    """A row under a target's: what varies across each run's images of it, side by side on one colour scale."""
+    maps = strip_maps(report, target)
+    vmax = max((float(std.max()) for _, std in maps if not isinstance(std, str)), default=0.0) or 1.0
+    figures = "".join(figure_html(std if isinstance(std, str) else tile(heat(std, vmax), report.height),
+                                  html.escape(name), report.height, f"std map of {name}") for name, std in maps)
+    hint = ("" if report.baseline else "<p>The unguided prior's map needs <code>--baseline UNGUIDED_RUN_DIR</code>."
+                                       "</p>")
+    return (f'<tr class="strip"><td>what varies</td><td colspan="{len(report.runs)}"><div class="gens">{figures}</div>'
+            f"<p>Per-pixel std across this target's images; one scale for the strip: black 0 {scale_bar()} yellow "
+            f"{vmax:.3f}.</p>{hint}{reference_lines(report, target)}</td></tr>")
+
+
 def targets_table(report: Report) -> str:
     maps = [float(c.variation["std"].max()) for c in report.cells.values() if c.variation]
     vmax = max(maps, default=0.0) or 1.0
     head = "".join(f"<th>{html.escape(run.label)}</th>" for run in report.runs)
     text = report.top.target_text if report.top is not None else str
     rows = [f"<tr><td>{html.escape(text(t))}{tile_html(report.target_tiles[t], report.height, t)}</td>"
-            + "".join(run_cell(report, i, t, vmax) for i in range(len(report.runs))) + "</tr>" for t in report.targets]
+            + "".join(run_cell(report, i, t, vmax) for i in range(len(report.runs))) + "</tr>" + strip_row(report, t)
+            for t in report.targets]
     explained = (f"; the std map is the per-pixel standard deviation across a target's generations (black 0, yellow "
                  f"{vmax:.3f}, one scale for the page), with the mean pairwise RMS pixel difference and, per "
                  f"extractor, the mean pairwise 1 − cosine of the generations' features" if maps else "")
     return (f"<h2>Targets</h2><p>Each generation with its cosine and relative L2 to the target feature{explained}; the "
-            f"curve is the cosine at each guided iteration.</p>{top_legend(report)}{trust_legend(report)}"
+            f"curve is the cosine at each guided iteration; under each target, what varies: every run's std map side "
+            f"by side (the unguided prior's and a reference sample's too when given).</p>"
+            f"{top_legend(report)}{trust_legend(report)}"
             f"<table><tr><th>target</th>{head}</tr>"
             f"{''.join(rows)}"
             f"</table>")

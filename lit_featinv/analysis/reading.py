@@ -61,9 +61,9 @@ def read_trajectories(path: Path) -> tuple[dict[tuple[str, int], dict], list[str
     return last_per_generation(rows), notes
 
 
-def load_run(path: str | Path, label: str, key: str = "report.runs") -> Run:
+def load_run(path: str | Path, label: str, key: str = "report.runs", needs_config: bool = True) -> Run:
     """Read a run folder (``config.yaml``, ``metrics.jsonl``, ``trajectories.jsonl``); a folder that does not exist or
-    has no metrics file is a :class:`ConfigError` under ``key``."""
+    has no metrics file is a :class:`ConfigError` under ``key``; a missing config is noted if ``needs_config``."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(key, f"{str(path)!r} does not exist or is not a folder; run {label!r} is left out")
@@ -72,7 +72,7 @@ def load_run(path: str | Path, label: str, key: str = "report.runs") -> Run:
     rows, notes = read_jsonl(path / METRICS)
     trajectories, more = read_trajectories(path / TRAJECTORIES)
     config = yaml.safe_load((path / CONFIG).read_text()) if (path / CONFIG).is_file() else None
-    if not isinstance(config, dict):
+    if not isinstance(config, dict) and needs_config:
         notes.append(f"{path / CONFIG} is missing or empty; run {label!r} is shown without its config")
     return Run(path, label, config or {}, last_per_generation(rows), trajectories, notes + more)
 

@@ -3,7 +3,7 @@
 :mod:`.page` writes it as one HTML page."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from ..method.measure import to_uint8
 from ..runs.folder import ok
 from ..runs.images import font, load_image, text_tile, tile as view_tile
-from .diversity import variation
+from .diversity import std_map, variation
 from .reading import Run, load_generations
 from .trust import Reference, comparable
 
@@ -45,6 +45,8 @@ class Report:
     against_reference: frozenset[int] = frozenset()  # the runs whose prior scores are read against it
     check_cosine: float | None = None  # a check's cosine below it fails (classifiers fail when their class differs)
     top: object | None = None  # real images beside latent targets (.top_images.TopImages; --top-images)
+    reference_run: Run | None = None  # a reference sample of what the feature should allow (--reference-run)
+    reference_maps: dict[str, torch.Tensor] = field(default_factory=dict)  # target -> the reference's std map
 
 
 # ---- building ----------------------------------------------------------------------------------------------------
@@ -93,6 +95,31 @@ def choose_targets(runs: list[Run], notes: list[str]) -> list[str]:
     return sorted(common)
 
 
+def listed(targets: list[str], most: int = 5) -> str:
+    return ", ".join(targets[:most]) + (", ..." if len(targets) > most else "")
+
+
+def reference_maps(run: Run, targets: list[str], notes: list[str]) -> dict[str, torch.Tensor]:
+    """Target -> the std map of the reference run's images of it; a note for the targets it lacks and for those it
+    has fewer than two images of (they get no reference map)."""
+    maps, few = {}, []
+    absent = [target for target in targets if not run.lines(target)]
+    for target in targets:
+        images = [img for img in load_generations(run, run.lines(target)) if img is not None]
+        if len(images) > 1 and len({tuple(img.shape) for img in images}) == 1:
+            maps[target] = std_map(torch.stack(images))
+        elif target not in absent:
+            few.append(target)
+    where = f"the reference run {str(run.path)!r}"
+    if absent:
+        notes.append(f"{where} has no images of {len(absent)} target(s) shown ({listed(absent)}): they get no "
+                     f"reference map")
+    if few:
+        notes.append(f"{where} has fewer than two images (of one size) of {len(few)} target(s) ({listed(few)}): they "
+                     f"get no reference map")
+    return maps
+
+
 def check_sizes(report: Report) -> None:
     """Note runs whose images differ in size (they are shown at one tile height)."""
     sizes = {}
@@ -106,11 +133,12 @@ def check_sizes(report: Report) -> None:
 
 def build(runs: list[Run], baseline: Run | None, extractors: dict, height: int = TILE,
           notes: list[str] | None = None, reference: Reference | None = None,
-          check_cosine: float | None = None) -> Report:
+          check_cosine: float | None = None, reference_run: Run | None = None) -> Report:
     """Load and measure what the page and the sheet show: the targets, each run's generations of them, variation;
-    which runs' prior scores are read against the ``reference`` (a note for each that is not)."""
+    which runs' prior scores are read against the ``reference`` (a note for each that is not); the std map of each
+    target's images in ``reference_run``."""
     notes, shown = list(notes or []), runs + ([baseline] if baseline is not None else [])
-    for run in shown:
+    for run in shown + ([reference_run] if reference_run is not None else []):
         notes += run.notes
         run.notes = []
     targets = choose_targets(runs, notes)
@@ -121,7 +149,9 @@ def build(runs: list[Run], baseline: Run | None, extractors: dict, height: int =
     report = Report(shown, baseline is not None, targets, {t: target_tile(shown, t, height, notes) for t in targets},
                     cells, list(extractors), notes, height, reference,
                     frozenset(i for i, reason in reasons.items() if reason is None), check_cosine)
-    report.notes += [note for run in shown for note in run.notes]  # missing image files
+    if reference_run is not None:
+        report.reference_run, report.reference_maps = reference_run, reference_maps(reference_run, targets, notes)
+    report.notes += [note for run in shown + [reference_run] if run is not None for note in run.notes]  # missing images
     check_sizes(report)
     return report
 

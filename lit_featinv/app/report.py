@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=TILE, help=f"tile height in px (default {TILE})")
     parser.add_argument("--reference", metavar="RUN_DIR_OR_FILE", help="prior scores of real images to read each "
                         "generation's prior_score against (a JSON file of benchmarks/prior_score.py, or a run folder)")
+    parser.add_argument("--reference-run", metavar="RUN_DIR", help="a run folder of the same targets whose images are "
+                        "a reference sample of what the feature should allow (e.g. exact posterior samples, or the "
+                        "real images nearest the target in feature space; config.yaml may be missing): its std map "
+                        "joins each target's what-varies strip, and each run's is read against it")
     parser.add_argument("--check-cosine", type=float, metavar="C", help="also flag a generation whose check cosine "
                         "is below C (classifier checks are flagged when their class differs)")
     parser.add_argument("--top-images", metavar="FOLDER", help="real images (PNGs, searched recursively) to put "
@@ -45,23 +49,25 @@ def default_labels(paths: list[str]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(p) for p in paths]
 
 
-def load_runs(args: argparse.Namespace) -> tuple[list[Run], Run | None, list[str]]:
-    """The runs that can be read, the baseline, and a line for each one left out."""
+def load_optional(path: str | None, label: str, key: str, notes: list[str], needs_config: bool = True) -> Run | None:
+    """The run folder of an option (``--baseline``, ``--reference-run``) if given and readable; else a note."""
+    try:
+        return load_run(path, label, key=key, needs_config=needs_config) if path is not None else None
+    except ConfigError as err:
+        notes.append(str(err))
+        return None
+
+
+def load_runs(args: argparse.Namespace) -> tuple[list[Run], Run | None, Run | None, list[str]]:
+    """The runs that can be read, the baseline, the reference run, and a line for each one left out."""
     labels = args.label or default_labels(args.runs)
     if len(labels) != len(args.runs):
         raise ConfigError("report.label", f"{len(labels)} label(s) for {len(args.runs)} run folder(s); give one each")
-    runs, notes, baseline = [], [], None
-    for path, label in zip(args.runs, labels):
-        try:
-            runs.append(load_run(path, label))
-        except ConfigError as err:
-            notes.append(str(err))
-    if args.baseline:
-        try:
-            baseline = load_run(args.baseline, "baseline", key="report.baseline")
-        except ConfigError as err:
-            notes.append(str(err))
-    return runs, baseline, notes
+    notes = []
+    runs = [run for path, label in zip(args.runs, labels) if (run := load_optional(path, label, "report.runs", notes))]
+    baseline = load_optional(args.baseline, "baseline", "report.baseline", notes)
+    reference = load_optional(args.reference_run, "reference", "report.reference_run", notes, needs_config=False)
+    return runs, baseline, reference, notes
 
 
 def make_report(argv: list[str] | None = None) -> None:
@@ -76,7 +82,7 @@ def make_report(argv: list[str] | None = None) -> None:
         if args.top < 1:
             raise ConfigError("report.top", f"{args.top} images per target: give 1 or more")
         files = image_files(args.top_images) if args.top_images else None
-        runs, baseline, notes = load_runs(args)
+        runs, baseline, reference_run, notes = load_runs(args)
     except ConfigError as err:
         raise SystemExit(f"{PREFIX}: error: {err}") from None
     if not runs and baseline is not None:
@@ -85,7 +91,7 @@ def make_report(argv: list[str] | None = None) -> None:
         for note in notes:
             print(f"{PREFIX}: {note}", file=sys.stderr)
         raise SystemExit(f"{PREFIX}: error: report.runs: no run folder could be read; nothing written")
-    report = build(runs, baseline, extractors, args.tile, notes, reference, args.check_cosine)
+    report = build(runs, baseline, extractors, args.tile, notes, reference, args.check_cosine, reference_run)
     if files is not None:
         add_top_images(report, args.top_images, args.top, files=files)
     for note in report.notes:

@@ -306,3 +306,48 @@ class TorchvisionExtractor(FeatureExtractor):
         else:
             network = graph_node(network, layer)
         super().__init__(network, Preprocess.with_overrides(own, preprocess), None, pool, select, autocast)
+
+
+def load_matrix(path: str, key: str = "model.extractor.matrix") -> torch.Tensor:
+    """The one 2-d tensor [m, D] of a ``.safetensors`` or ``.pt`` file, finite, float32."""
+    path = check_source(path, key)
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        found = load_file(path)
+    else:
+        found = torch.load(path, map_location="cpu", weights_only=True)
+    tensors = list(found.values()) if isinstance(found, dict) else [found]
+    if len(tensors) != 1 or not torch.is_tensor(tensors[0]) or tensors[0].ndim != 2:
+        shapes = [list(t.shape) if torch.is_tensor(t) else type(t).__name__ for t in tensors]
+        raise ConfigError(key, f"{os.fspath(path)!r} must hold one 2-d tensor [m, D]; it holds {shapes}")
+    matrix = tensors[0].float()
+    bad = int((~torch.isfinite(matrix)).sum())
+    if bad:
+        raise ConfigError(key, f"{os.fspath(path)!r} has {bad} non-finite value(s) of {matrix.numel()}")
+    return matrix
+
+
+class LinearExtractor(FeatureExtractor):
+    """A linear feature A x of the image in the prior's [-1, 1] space, flattened row-major (C, H, W): a feature whose
+    null space is known, so that its posterior under :class:`~lit_featinv.GaussianMixturePrior` is exact. A target
+    PNG maps as x = value / 127.5 - 1.
+
+    Args:
+        matrix: a ``.safetensors`` or ``.pt`` file holding one tensor A [m, D], D = C * H * W of the images.
+        select: rows of A to keep.
+    """
+
+    def __init__(self, matrix: str, select: list[int] | None = None):
+        super().__init__(nn.Identity(), nn.Identity(), None, None, select)
+        self.source = os.fspath(matrix)
+        self.register_buffer("matrix", load_matrix(matrix))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.flatten(1).float() * 2 - 1
+        if x.shape[1] != self.matrix.shape[1]:
+            shape = "x".join(map(str, images.shape[1:]))
+            raise ConfigError("model.extractor.matrix", f"{self.source!r} is {list(self.matrix.shape)}: its width "
+                                                        f"{self.matrix.shape[1]} is not the images' D = {shape} = "
+                                                        f"{x.shape[1]}")
+        with torch.autocast(images.device.type, enabled=False):
+            return self.select_features(x @ self.matrix.T)

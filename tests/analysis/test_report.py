@@ -106,6 +106,28 @@ def test_diversity_and_std_map_against_hand_values():
     assert analysis.variation([base], {}) is None  # one generation: nothing varies
 
 
+def test_region_ratios_on_hand_made_std_maps():
+    reference = torch.full((8, 8), 0.1)
+    std = torch.full((8, 8), 0.05)
+    std[:, 4:] = 0.2  # varies twice the reference's on the right, half on the left
+    ratios = analysis.region_ratios(std, reference)
+    assert ratios["right half"] == pytest.approx(2) and ratios["left half"] == pytest.approx(0.5)
+    assert ratios["top half"] == ratios["centre"] == ratios["whole image"] == pytest.approx(1.25)
+    (most, high), (least, low) = analysis.extremes(ratios)
+    assert (most, least) == ("right half", "left half") and (high, low) == pytest.approx((2, 0.5))
+    assert analysis.against_reference(std, reference) == ("varies 2.0x the reference in the right half, 0.5x in the "
+                                                          "left half; 1.2x overall")
+    assert analysis.against_reference(std, torch.full((5, 7), 0.1)).startswith("varies 2.0x the reference in the "
+                                                                                "right half")  # sizes may differ
+    assert analysis.against_reference(reference, reference) == ("varies about as much as the reference (within "
+                                                                "0.8x-1.25x) everywhere; 1.0x overall")
+    assert analysis.against_reference(3 * reference, reference) == "varies 3.0x the reference everywhere"
+    fixed = reference.clone()
+    fixed[:, :4] = 0  # a reference that does not vary on the left (a feature that sees the left half exactly)
+    assert analysis.against_reference(std, fixed) == ("varies in the left half, where the reference does not (mean "
+                                                      "std 0.050), 2.0x in the right half; 2.5x overall")
+
+
 def test_extractor_diversity_in_the_page(tmp_path, capsys):
     (tmp_path / "vit.yaml").write_text(yaml.safe_dump({"class_path": "lit_featinv.TimmExtractor", "init_args": {
         "model_name": f"local-dir:{ZOO / 'fmnist-vit-tiny'}"}}))
@@ -148,14 +170,42 @@ def test_the_page_is_self_contained_and_shows_every_run(tmp_path, two_runs, caps
     assert "<script" not in text and "<link" not in text
     images = data_images(text)
     assert len(images) == len(sources)
-    # per target: target + 2 + std map (A), 1 (B), 2 + std map (baseline); histogram; 3 trajectory plots
-    assert len(images) == 2 * (1 + 3 + 1 + 3) + 1 + 3
+    # per target: target + 2 + std map (A), 1 (B), 2 + std map (baseline), the strip's maps of A and the baseline;
+    # histogram; 3 trajectory plots
+    assert len(images) == 2 * (1 + 3 + 1 + 3 + 2) + 1 + 3
     assert {img.height for img in images[:4]} == {report.TILE}
     assert text.count("<svg") == 2 * 3  # a cosine curve per run and target
     # contact sheet: target | A (2 slots) | B (1 slot) | baseline (2 slots), tiles 112 px, header 20 px
     tile, pad, gap = report.TILE, report.PAD, report.GAP
     width = tile + (gap + 2 * tile + pad) + (gap + tile) + (gap + 2 * tile + pad)
     assert Image.open(tmp_path / "sheet.png").size == (width, report.HEADER + 2 * tile + pad)
+
+
+def strip_alts(text: str) -> list[str]:
+    """The alt texts of the what-varies strips' images, in page order."""
+    rows = re.findall(r'<tr class="strip">.*?</tr>', text)
+    return [alt for row in rows for alt in re.findall(r'alt="std map of ([^"]*)"', row)]
+
+
+def test_the_strip_of_what_varies(tmp_path, two_runs, capsys):
+    reference = tmp_path / "reference"
+    shutil.copytree(two_runs[0], reference)  # the same images as run_a: it varies as much
+    (reference / "config.yaml").unlink()  # a reference sample needs no config
+    _, err = run_report(capsys, *two_runs[:2], "--baseline", two_runs[2], "--reference-run", reference,
+                        "--out", tmp_path / "r.html")
+    assert err == ""
+    text = (tmp_path / "r.html").read_text()
+    assert text.count('<tr class="strip">') == 2  # one per target
+    assert strip_alts(text) == ["run_a", "the unguided prior (baseline)", "the reference"] * 2
+    assert text.count("fewer than two images") == 2  # run_b: one generation per target
+    assert "one scale for the strip: black 0" in text and "--baseline UNGUIDED_RUN_DIR" not in text
+    assert text.count("<b>run_a</b> varies about as much as the reference (within 0.8x-1.25x) everywhere; "
+                      "1.0x overall") == 2
+    assert text.count("<b>the unguided prior (baseline)</b> varies ") == 2
+    run_report(capsys, *two_runs[:2], "--out", tmp_path / "plain.html")  # no baseline: a hint, no reference lines
+    plain = (tmp_path / "plain.html").read_text()
+    assert strip_alts(plain) == ["run_a"] * 2 and "the reference" not in plain
+    assert plain.count("The unguided prior's map needs <code>--baseline UNGUIDED_RUN_DIR</code>.") == 2
 
 
 def test_feature_targets_get_a_labelled_placeholder(tmp_path, capsys):
@@ -230,6 +280,22 @@ def test_a_run_folder_that_does_not_exist(tmp_path, two_runs, capsys):
         cli_main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "none.html")])
     assert stop.value.code != 0 and not (tmp_path / "none.html").exists()
     assert "nowhere' does not exist" in capsys.readouterr().err
+
+
+def test_a_reference_run_that_does_not_exist(tmp_path, two_runs, capsys):
+    _, err = run_report(capsys, two_runs[0], "--reference-run", tmp_path / "nowhere", "--out", tmp_path / "r.html")
+    text = check_written(tmp_path, err, r"report.reference_run: '.*nowhere' does not exist or is not a folder; run "
+                                        r"'reference' is left out")
+    assert len(err.splitlines()) == 1 and strip_alts(text) == ["run_a"] * 2  # and the report of the runs
+
+
+def test_a_reference_run_without_a_target(tmp_path, two_runs, capsys):
+    reference = make_run(tmp_path / "reference", ids=("a",), samples=3, seed=4)
+    _, err = run_report(capsys, two_runs[0], "--reference-run", reference, "--out", tmp_path / "r.html")
+    text = check_written(tmp_path, err, r"the reference run '.*reference' has no images of 1 target\(s\) shown \(b\): "
+                                        r"they get no reference map")
+    assert strip_alts(text) == ["run_a", "the reference", "run_a"]  # b: a placeholder instead
+    assert "no reference map (see the notes)" in text and text.count("<b>run_a</b> varies ") == 1
 
 
 def test_one_label_per_run(tmp_path, two_runs):

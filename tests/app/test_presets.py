@@ -61,7 +61,8 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
     prior, extractor = model["prior"]["init_args"], model["extractor"]["init_args"]
     sources = sources | {key.replace("assets/", up + "assets/"): tiny for key, tiny in sources.items()
                          for up in ("../", "../../")}  # the zoo as the presets name it: relative to the file
-    if "base" in extractor:  # an SAE on the zoo ResNet's 512-d feature: the real (small) zoo ResNet stays
+    exact = "matrix" in extractor  # the Gaussian-mixture world: its real (small) mixture and linear feature stay
+    if "base" in extractor or exact:  # an SAE on the zoo ResNet's 512-d feature: the real (small) zoo ResNet stays
         tiny_extractor = {}
     else:
         tiny_extractor = {"model_name": sources[extractor["model_name"]]}
@@ -70,7 +71,7 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
                                                            "crop": 32}}  # the preprocessing stays
     if isinstance(extractor.get("pretrained"), str):  # open_clip weight tag (timm's is a bool: the stand-in's own)
         tiny_extractor["pretrained"] = None
-    init_args = {"prior": {"init_args": {"pretrained": sources[prior["pretrained"]]}},
+    init_args = {"prior": {"init_args": {} if exact else {"pretrained": sources[prior["pretrained"]]}},
                  "extractor": {"init_args": tiny_extractor}, "progress": False}
     if model.get("early_steps"):
         init_args["early_recurrence"] = EARLY_RECURRENCE
@@ -80,8 +81,8 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
     if model["num_inference_steps"] * model["recurrence"] > 1000:  # on the CPU bf16 is 1.5x slower than float32:
         trainer["precision"] = "32-true"                           # the long runs in float32, the fast ones as set
     data = {"limit": 1, "batch_size": 1}
-    if not {"constructed", "features"} & set(preset["data"]["init_args"]):  # targets from the preset's own files
-        data["images"] = str(images)                                        # (constructed, feature files): kept
+    if not {"constructed", "features"} & set(preset["data"]["init_args"]) and not exact:  # targets from the preset's
+        data["images"] = str(images)                       # own files (constructed, feature files, 32x32 grey): kept
     return {"model": {"init_args": init_args}, "data": {"init_args": data}, "trainer": trainer}
 
 
