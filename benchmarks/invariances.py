@@ -23,7 +23,8 @@ feature's space (mean, worst), which says how close to the target's feature the 
 Run: python benchmarks/invariances.py --out runs/invariances [--targets 16 --generations 8 --steps 50 --recurrence 4]
 Writes OUT/invariances.md (the table), OUT/invariances.png (the figure), OUT/invariances-data.png (per feature: target
 | its first 8 generations | its 8 nearest data neighbours), OUT/images/NAME.pt (the generations, reused by a rerun
-with --reuse), OUT/data/FEATURE-KEY.pt (the training images' features).
+with --reuse), OUT/data/FEATURE-KEY.pt (the training images' features), and run folders for ``lit-featinv report``:
+OUT/runs/FEATURE/generations, OUT/runs/FEATURE/data (the data neighbours: a --reference-run), OUT/runs/unguided.
 Needs: apt-get install dataset-fashion-mnist (the training images, --train).
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import data_reference as data  # noqa: E402
 import invariant_features as inv  # noqa: E402
+from run_folders import write_run  # noqa: E402
 
 FEATURES = ["control", "left_half", "contrast_normalised", "blurred", "class_posterior"]
 CONFIGS = FEATURES + ["unguided"]
@@ -336,6 +338,19 @@ def figure(targets: torch.Tensor, runs: dict, path: str, rows: int, zoom: int = 
     sheet.save(path)
 
 
+def write_runs(ids: list[str], runs: dict, near: dict, a) -> None:
+    """Run folders for ``lit-featinv report``: OUT/runs/FEATURE/generations and OUT/runs/FEATURE/data (the data
+    neighbours, a ``--reference-run``), OUT/runs/unguided (a ``--baseline``)."""
+    files = [os.path.join(os.path.abspath(a.images), f"{i}.png") for i in ids]
+    for name, r in runs.items():
+        cos = torch.tensor(r["cosine"]).view(len(ids), -1)
+        folder = os.path.join(a.out, "runs", *((name,) if name == "unguided" else (name, "generations")))
+        write_run(folder, ids, files, r["images"], [[{"cosine": float(c)} for c in row] for row in cos])
+    for name, found in near.items():
+        write_run(os.path.join(a.out, "runs", name, "data"), ids, files, found["images"],
+                  [[{"cosine": float(c)} for c in row] for row in found["cosine"]])
+
+
 # ---- main ---------------------------------------------------------------------------------------------------------
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -370,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(a.train):
         raise SystemExit(f"invariances: --train {a.train} not found: apt-get install dataset-fashion-mnist")
     start = time.perf_counter()
-    _, targets = load_targets(a.images, a.targets)
+    ids, targets = load_targets(a.images, a.targets)
     wanted = a.features.split(",")
     a.reuse = a.reuse or set(wanted) != set(CONFIGS)
     unknown = [n for n in wanted if n not in CONFIGS]
@@ -402,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     figure(targets, runs, os.path.join(a.out, "invariances.png"), a.figure_targets)
     data.data_figure(targets, [(LABELS[n], runs[n]["images"], near[n]["images"]) for n in FEATURES],
                      os.path.join(a.out, "invariances-data.png"), a.figure_targets)
+    write_runs(ids, runs, near, a)
     print(text.split("All measures")[0], flush=True)
     print(f"invariances: wrote {os.path.join(a.out, 'invariances.md')}, invariances.png and invariances-data.png in "
           f"{wall:.0f} s", flush=True)

@@ -45,6 +45,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from run_folders import write_run  # noqa: E402
 PRESET = "gmm/guided"
 FEATURES = ["left_half", "blur", "random16", "pca32"]
 BLUR_SIGMA, BLUR_RTOL = 2.0, 1e-2
@@ -139,7 +141,7 @@ def generate(name: str, overrides: dict, feature: str, matrix_file: str, targets
     settings = {"overrides": overrides, "generations": a.generations, "targets": len(targets), "seed": a.seed}
     if os.path.exists(path) and not a.fresh:
         saved = torch.load(path)
-        if saved["settings"] == settings:
+        if saved["settings"] == settings and ("ess" in saved or "sampler" not in overrides):
             return saved
     extractor = {"class_path": "lit_featinv.LinearExtractor", "init_args": {"matrix": matrix_file}}
     model = FeatureInversion.from_config(PRESET, **({"extractor": extractor, "samples_per_target": a.generations,
@@ -151,6 +153,11 @@ def generate(name: str, overrides: dict, feature: str, matrix_file: str, targets
     x = (out.images * 2 - 1).flatten(1).double().view(len(targets), a.generations, -1)
     saved = {"x": x, "nfe": out.metrics[0].get("nfe"), "backward": out.metrics[0].get("unet_backward"),
              "seconds": seconds, "settings": settings}
+    records = [m["particles"] for m in out.metrics[:: a.generations] if "particles" in m]
+    if records:  # particles: each target's lowest effective sample size and how often it was resampled
+        saved["ess"] = {"lowest": sum(min(r["ess"]) for r in records) / len(records),
+                        "collapsed": sum(min(r["ess"]) * model.sampler.particles < 1.5 for r in records),
+                        "resamplings": sum(len(r["resampled"]) for r in records) / len(records)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(saved, path)
     print(f"posterior: {feature} {name}: {x.shape[0]} x {x.shape[1]} in {seconds:.0f} s", flush=True)
@@ -193,13 +200,16 @@ def table(results: dict, runs: dict, a, world_note: str) -> str:
              f"sampler gets). null spread: generations / reference in A's null space (1 is right; < {SQUEEZE} "
              f"squeezes, > {INFLATE} inflates; in brackets the range over targets); mean offset: |mean - reference "
              f"mean| / posterior spread; residual: ||A x - A t|| / the feature's spread under the prior; SW: sliced "
-             f"Wasserstein distance to the reference draws (lower is closer).", ""]
+             f"Wasserstein distance to the reference draws (lower is closer). Particles (model.sampler): the mean over "
+             f"targets of the lowest effective sample size (a fraction of the particles), the targets whose particles "
+             f"collapsed onto one (ESS x particles < 1.5 at some step), and the mean number of resamplings.", ""]
     for feature, rows in results.items():
         ref = rows["reference"]
         lines += [f"## {feature} (A: {runs[feature]['shape']}, null space of dimension {runs[feature]['null']})", "",
                   f"Reference residual (exact draws, clamped and quantised): {ref['residual']:.4f}.", "",
                   "| sampler | evals / image | s / image | null spread | reads the posterior | mean offset | residual "
-                  "| SW | SW / exact's |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| SW | SW / exact's | particles: lowest ESS, targets collapsed, resamplings |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         floor = rows[f"exact x {a.generations}"]["sw"]
         for name, m in rows.items():
             if name == "reference":
@@ -207,9 +217,11 @@ def table(results: dict, runs: dict, a, world_note: str) -> str:
             cost = runs[feature]["samplers"].get(name, {})
             evals = cost.get("nfe", "–") if name in runs[feature]["samplers"] else "exact"
             secs = f"{cost['seconds'] / (a.targets * a.generations):.3f}" if "seconds" in cost else "–"
+            ess = cost.get("ess")
+            particles = f"{ess['lowest']:.3f}, {ess['collapsed']} of {a.targets}, {ess['resamplings']:.1f}" if ess else "–"
             lines.append(f"| {name} | {evals} | {secs} | {m['null_spread']:.3f} ({m['null_spread_min']:.2f}-"
                          f"{m['null_spread_max']:.2f}) | {verdict(m['null_spread'])} | {m['mean_offset']:.3f} | "
-                         f"{m['residual']:.4f} | {m['sw']:.3f} | {m['sw'] / floor:.2f} |")
+                         f"{m['residual']:.4f} | {m['sw']:.3f} | {m['sw'] / floor:.2f} | {particles} |")
         lines.append("")
     lines += ["All measures:", "", "```json", json.dumps(results, indent=1), "```", ""]
     return "\n".join(lines)
@@ -243,28 +255,17 @@ def figure(ids, targets01, panels: dict, path: str, rows: int, shown: int = 8, z
     whole.save(path)
 
 
-def write_run(folder: str, ids: list[str], target_files: list[str], x: torch.Tensor, t: torch.Tensor,
-              matrix: torch.Tensor, config: dict | None = None) -> None:
-    """Images x [N, G, D] in [-1, 1] of targets t [N, D] as a run folder that ``lit-featinv report`` reads (images/,
-    metrics.jsonl with each image's cosine and relative L2 to its target's feature A t; config.yaml if given)."""
-    import yaml
-    from PIL import Image
-    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+def metrics_of(x: torch.Tensor, t: torch.Tensor, matrix: torch.Tensor) -> list[list[dict]]:
+    """Per image of x [N, G, D]: its cosine and relative L2 to its target's feature A t, as a run's metrics say."""
     got, want = x @ matrix.T, (t @ matrix.T)[:, None]
     cosine = torch.nn.functional.cosine_similarity(got, want.expand_as(got), dim=2)
     rel = (got - want).norm(dim=2) / want.norm(dim=2)
-    lines = []
-    for (n, sample_id), g in itertools.product(enumerate(ids), range(x.shape[1])):
-        name = f"images/{sample_id}_{g}.png"
-        img = ((x[n, g].view(32, 32).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-        Image.fromarray(img, "L").save(os.path.join(folder, name))
-        lines.append(json.dumps({"id": sample_id, "sample": g, "status": "ok", "image": name, "target_image":
-                                 target_files[n], "cosine": float(cosine[n, g]), "rel_l2": float(rel[n, g])}))
-    with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    if config is not None:
-        with open(os.path.join(folder, "config.yaml"), "w") as f:
-            yaml.safe_dump(config, f)
+    return [[{"cosine": float(c), "rel_l2": float(r)} for c, r in zip(cs, rs)] for cs, rs in zip(cosine, rel)]
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """x [N, G, D] in [-1, 1] -> images [N, G, 1, 32, 32] in [0, 1]."""
+    return (x.view(*x.shape[:2], 1, 32, 32) + 1) / 2
 
 
 def sampler_config(overrides: dict, matrix_file: str, a) -> dict:
@@ -336,13 +337,16 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = measure(made[name]["x"], reference, t, matrix, null, spread)
         results[feature] = rows
         runs[feature] = {"shape": list(matrix.shape), "null": int(torch.trace(null).round()),
-                         "samplers": {n: {k: m[k] for k in ("nfe", "backward", "seconds")} for n, m in made.items()}}
+                         "samplers": {n: {k: m[k] for k in ("nfe", "backward", "seconds", "ess") if k in m}
+                                      for n, m in made.items()}}
         panels[feature] = [("exact posterior", exact)] + [(n, made[n]["x"]) for n in a.figure_samplers.split(",")
                                                           if n in made]
-        write_run(os.path.join(a.out, "runs", feature, "exact"), ids, target_files, exact, t, matrix)
+        write_run(os.path.join(a.out, "runs", feature, "exact"), ids, target_files, as_images(exact),
+                  metrics_of(exact, t, matrix))
         for name in (n for n in made if n in ("guided", "unguided")):
-            write_run(os.path.join(a.out, "runs", feature, name), ids, target_files, made[name]["x"], t, matrix,
-                      sampler_config(chosen[name], os.path.abspath(file), a))
+            x = made[name]["x"]
+            write_run(os.path.join(a.out, "runs", feature, name), ids, target_files, as_images(x),
+                      metrics_of(x, t, matrix), sampler_config(chosen[name], os.path.abspath(file), a))
     generation = sum(m["seconds"] for r in runs.values() for m in r["samplers"].values())
     note = (f"World: assets/zoo/fmnist-gmm ({len(world.weights)} components, rank {world.factors.shape[-1]}); "
             f"samplers: the preset `{PRESET}` with the overrides named. Generation {generation:.0f} s (saved "

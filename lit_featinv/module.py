@@ -19,6 +19,7 @@ from .method.guidance import Guidance, UNetGradient
 from .method.loop import Iteration, reverse_loop
 from .method.losses import FeatureLoss, SquaredL2
 from .method.measure import metrics, to_uint8, track_best
+from .method.particles import ParticleSampler, corrected_step
 from .method.records import BestImage, Trajectory, defined
 from .method.sampling import check_timesteps, fork, generators, model_input, prediction_type, sample_seed
 from .method.schedules import per_step
@@ -80,6 +81,9 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             per name the cosine of their features, for ``check_classifiers`` also whether the top-1 class agrees);
             null for targets without an image.
         check_classifiers: the names in ``checks`` whose features are class scores (logits or probabilities).
+        sampler: null: each generation on its own (the paper's); a :class:`~lit_featinv.method.particles.ParticleSampler`
+            (``lit_featinv.ParticleSampler``): a target's generations are particles, weighted by potentials on their
+            loss and resampled, so that the saved ones sample the feature's posterior.
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
     Trainer's precision; so are targets and the reported metrics.
@@ -91,7 +95,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
                  early_recurrence: int = 1, samples_per_target: int = 1, seed: int = 0, eta: float = 0.0,
                  best_from_guided: bool = False, stop_cosine: float | None = None, finish_unguided: bool = False,
                  progress: bool = True, prior_score: PriorScore | None = lazy_instance(PriorScore),
-                 checks: dict[str, FeatureExtractor] | None = None, check_classifiers: list[str] | None = None):
+                 checks: dict[str, FeatureExtractor] | None = None, check_classifiers: list[str] | None = None,
+                 sampler: ParticleSampler | None = None):
         super().__init__()
         for key, value in (("early_recurrence", early_recurrence), ("samples_per_target", samples_per_target),
                            ("num_inference_steps", num_inference_steps), ("early_steps", early_steps + 1)):
@@ -110,6 +115,12 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         if finish_unguided and stop_cosine is None:
             raise ConfigError("model.finish_unguided", "finishes the generations that reach model.stop_cosine: set "
                                                        "a stop_cosine too")
+        if sampler is not None:
+            sampler.check(samples_per_target)
+            if stop_cosine is not None:
+                raise ConfigError("model.stop_cosine", "particles (model.sampler) run every step together: set "
+                                                       "stop_cosine: null")
+        self.sampler = sampler
         self.prior, self.extractor, self.loss = prior, extractor, loss or SquaredL2()
         history = [a for a in ("ets", "model_outputs", "derivatives", "prev_derivative") if hasattr(prior.scheduler, a)]
         if stop_cosine is not None and history:
@@ -190,27 +201,41 @@ class FeatureInversion(LightningModule, RefusesRenamed):
                              dtype=torch.float32)
         return noise * getattr(scheduler, "init_noise_sigma", 1.0)
 
-    def guided_output(self, scheduler, sample, t, abar, target, w: float):
+    def guided_output(self, scheduler, sample, t, abar, target, w: float, plain: bool = False):
         """One guided model call at timestep t, signal level abar: (guided model output, clean estimate before
-        guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded))."""
+        guidance as an image in [0, 1], clean estimate from the guided noise (a sample, not decoded)), and with
+        ``plain`` the model's own output."""
         objective = lambda image: self.loss(self.extractor(image), target)  # noqa: E731
         return self.guidance(self.prior.denoise, self.to_image, objective, model_input(scheduler, sample, t), t, abar,
-                             prediction_type(scheduler), w)
+                             prediction_type(scheduler), w, plain)
 
-    def generate(self, target: torch.Tensor, seeds: list[int]) -> dict:
+    def generate(self, target: torch.Tensor, seeds: list[int], groups: list[int] | None = None) -> dict:
         """Guided reverse diffusion for targets [B, D] -> final image in [0, 1], best image (uint8, as saved), and
         their bookkeeping (per sample: best step, UNet evaluations and backward passes, step it failed or stopped at,
-        -1: never; its trajectory, :class:`~lit_featinv.method.records.Trajectory`)."""
+        -1: never; its trajectory, :class:`~lit_featinv.method.records.Trajectory`). With ``model.sampler``, the rows
+        are ``len(groups)`` targets' particles (target-major; ``groups``: each target's resampling seed), and
+        ``particles`` says which to save (:meth:`~lit_featinv.method.particles.ParticleState.choose`)."""
         gens = generators(seeds)
+        state = self.sampler.start(len(groups), groups, self.device) if self.sampler is not None else None
         scheduler = self.fresh_scheduler()
         sample = self.initial_noise(gens, scheduler)
         best, final, trajectory = BestImage(), [None] * len(seeds), Trajectory(len(seeds))
         nfe, backward = (torch.zeros(len(seeds), dtype=torch.long) for _ in range(2))
         failed, stopped = (torch.full((len(seeds),), -1, device=self.device) for _ in range(2))
 
+        correct, last = state is not None and self.sampler.correct_proposal, {}
+
         def guided(sample, t, abar, rows, w):
             STOP.check()  # a stop signal ends the run here, between two guided iterations
-            return self.guided_output(scheduler, sample, t, abar, target[rows], w)
+            if not correct:
+                return self.guided_output(scheduler, sample, t, abar, target[rows], w)
+            *out, last["plain"] = self.guided_output(scheduler, sample, t, abar, target[rows], w, plain=True)
+            return out
+
+        def step(scheduler, output, t, sample, gens):  # the particles' step, weighed against the prior's own
+            sample, log_ratio = corrected_step(scheduler, output, last["plain"], t, sample, gens, self.eta)
+            state.pending += log_ratio.view(state.shape)
+            return sample
 
         def on_iteration(it: Iteration) -> torch.Tensor | None:
             """Best-image candidates scored; samples that reached ``stop_cosine`` keep this estimate and leave."""
@@ -222,6 +247,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             trajectory.add(it.step, it.k, it.rows, loss, cosine)
             nfe[it.rows.cpu()] += 1
             backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
+            if state is not None and it.k == 0:  # a particle that failed (NaN) gets weight 0
+                state.reweight(loss.masked_fill(failed[it.rows] >= 0, math.nan))
             if self.stop_cosine is None:
                 return None
             done = (cosine >= self.stop_cosine) & (stopped[it.rows] < 0)
@@ -235,9 +262,19 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         trainer = self._trainer  # a Trainer without its progress bar (enable_progress_bar: false) shows none of ours
         shown = self.progress and self.global_rank == 0 and (trainer is None or trainer.progress_bar_callback is not None)
         bar = partial(tqdm, desc="guided steps", leave=False, disable=not shown)
+
+        def resample(step):
+            parents = state.resample(step)
+            if parents is not None:  # a row takes its parent's lineage: its best image and whether it failed
+                best.take(parents)
+                failed.copy_(failed[parents])
+                last.update({k: v[parents] for k, v in last.items()})
+            return parents
+
         sample, rows = reverse_loop(guided, scheduler, sample, gens, self.iterations_at, self.guidance.weight,
                                     on_iteration, after_step, eta=self.eta, progress=bar,
-                                    finish_unguided=self.finish_unguided)
+                                    finish_unguided=self.finish_unguided, resample=resample if state else None,
+                                    step=step if correct else None)
         if len(rows):
             with torch.no_grad():
                 image = self.to_image(sample)
@@ -246,9 +283,11 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             trajectory.add(len(scheduler.timesteps), 0, rows, loss, cosine)
             for r, img in zip(rows.tolist(), image):
                 final[r] = img
+            if state is not None:
+                state.finish(loss.masked_fill(failed[rows] >= 0, math.nan))
         return {"image": torch.stack(final), "best_image": best.image, "best_step": best.step, "nfe": nfe,
                 "unet_backward": backward, "failed_step": failed, "stop_step": stopped,
-                "trajectory": trajectory.per_sample()}
+                "trajectory": trajectory.per_sample(), "particles": state}
 
     @staticmethod
     def drop_nonfinite(sample: torch.Tensor, failed: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
@@ -274,10 +313,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             return records
         batch = {key: [value[n] for n in keep] if isinstance(value, list) else value for key, value in batch.items()}
         target = target_features(self.extractor, batch, self.device, self.feature_dim)
-        rows = [(n, j) for n in range(len(batch["id"])) for j in range(self.samples_per_target)]
-        seeds = [sample_seed(self.seed, batch["id"][n], j) for n, j in rows]
+        rows, seeds, out, extra = self.generations(batch["id"], target)
         expanded = target[[n for n, _ in rows]]
-        out = self.generate(expanded, seeds)
         final, best = to_uint8(out["image"]), out["best_image"]
         scores, best_scores = (metrics(self.extractor, self.loss, images, expanded) for images in (final, best))
         target_images = [None if image is None else to_uint8(image[None])[0] for image in batch["image"]]  # as saved
@@ -295,12 +332,31 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             values = {k: defined(float(v[r])) for k, v in scores.items()}
             values |= {f"best_{k}": defined(float(v[r])) for k, v in best_scores.items()}
             values |= {"best_step": int(out["best_step"][r]), "nfe": nfe,
-                       "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3), **trust[r]}
+                       "unet_backward": int(out["unet_backward"][r]), "seconds": round(seconds, 3), **trust[r],
+                       **extra[r]}
             if int(out["stop_step"][r]) >= 0:
                 values["stop_step"] = int(out["stop_step"][r])
             records.append(record | {"image": final[r].cpu(), "best_image": best[r].cpu(), "metrics": values,
                                      "trajectory": out["trajectory"][r], "target_image": target_images[n]})
         return records
+
+    def generations(self, ids: list[str], target: torch.Tensor) -> tuple[list, list[int], dict, list[dict]]:
+        """Generate the targets [N, D] of a batch: the saved generations' (target, index) pairs, their seeds,
+        :meth:`generate`'s output for them and their further metrics. With ``model.sampler``, ``particles`` rows per
+        target run and ``samples_per_target`` of them are saved (:class:`~lit_featinv.method.particles.ParticleSampler`),
+        each with its ``weight`` and its target's ``particles`` record; a saved generation's ``nfe`` and
+        ``unet_backward`` are its target's total over the saved count."""
+        per = self.sampler.particles if self.sampler is not None else self.samples_per_target
+        rows = [(n, j) for n in range(len(ids)) for j in range(per)]
+        seeds = [sample_seed(self.seed, ids[n], j) for n, j in rows]
+        groups = [sample_seed(self.seed, i, -1) for i in ids] if self.sampler is not None else None
+        out = self.generate(target[[n for n, _ in rows]], seeds, groups)
+        state = out.pop("particles", None)
+        if state is None:
+            return rows, seeds, out, [{} for _ in rows]
+        pick, out, extra = state.select(out, self.samples_per_target)
+        saved = [(n, j) for n in range(len(ids)) for j in range(self.samples_per_target)]
+        return saved, [seeds[r] for r in pick], out, extra
 
     def trust(self, saved: torch.Tensor, targets: list[torch.Tensor | None]) -> list[dict]:
         """Per generation (uint8 images as saved, each one's target image or None): ``prior_score`` and ``checks``

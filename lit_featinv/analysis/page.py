@@ -122,20 +122,36 @@ def trust_caption(report: Report, index: int, line: dict) -> str:
     return "".join(f"<br>{part}" for part in parts)
 
 
-def sparkline(series: list[list[float]], height: int) -> str:
-    """Inline SVG: the cosine of each generation against guided iteration."""
+def sparkline(series: list[list[float]], height: int, name: str = "cosine", what: str = "cosine to the target at "
+              "each guided iteration", bounds: tuple[float, float] | None = None) -> str:
+    """Inline SVG: a value of each generation against guided iteration (the cosine; a particle run's effective sample
+    size against step, ``bounds`` fixing the axis)."""
     values = [v for s in series for v in s]
     if not values:
         return ""
-    lo, hi, width = min(values), max(values), 140
+    (lo, hi), width = bounds or (min(values), max(values)), 140
     dx, dy = (width - 4) / max(1, max(len(s) for s in series) - 1), (height - 18) / ((hi - lo) or 1.0)
     lines = []
     for s in series:
         points = " ".join(f"{2 + dx * i:.1f},{height - 14 - dy * (v - lo):.1f}" for i, v in enumerate(s))
         lines.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="1" opacity="0.7"/>')
     return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
-            f"<title>cosine to the target at each guided iteration ({lo:.4f} .. {hi:.4f})</title>{''.join(lines)}"
-            f'<text x="2" y="{height - 2}" font-size="10" fill="#555">cosine: {lo:.3f} .. {hi:.3f}</text></svg>')
+            f"<title>{what} ({lo:.4f} .. {hi:.4f})</title>{''.join(lines)}"
+            f'<text x="2" y="{height - 2}" font-size="10" fill="#555">{name}: {lo:.3f} .. {hi:.3f}</text></svg>')
+
+
+def particles_html(lines: list[dict], height: int) -> str:
+    """A particle run's target (``model.sampler``): its effective sample size over the steps (a fraction of the
+    particles, 0 .. 1), the steps at which it was resampled, and its saved generations' final weights."""
+    record = next((line["particles"] for line in lines if isinstance(line.get("particles"), dict)), None)
+    if record is None:
+        return ""
+    curve = sparkline([record.get("ess") or []], height, "ESS", "effective sample size / particles after each step's "
+                      "reweighting", (0.0, 1.0))
+    weights = ", ".join(num(line.get("weight"), 3) for line in lines)
+    steps = record.get("resampled") or []
+    return (f'<figure>{curve}<figcaption>resampled at {len(steps)} step(s)<br>weights {html.escape(weights)}'
+            f"</figcaption></figure>")
 
 
 def run_cell(report: Report, index: int, target: str, vmax: float) -> str:
@@ -153,6 +169,7 @@ def run_cell(report: Report, index: int, target: str, vmax: float) -> str:
                                  "per-pixel standard deviation across the generations"))
     curves = [run.trajectories.get((line["id"], line.get("sample", 0))) for line in cell.lines]
     parts.append(sparkline([[v for v in c["cosine"] if v is not None] for c in curves if c], height))
+    parts.append(particles_html(cell.lines, height))
     return f'<td><div class="gens">{"".join(parts)}</div></td>'
 
 
@@ -215,7 +232,9 @@ def targets_table(report: Report) -> str:
                  f"{vmax:.3f}, one scale for the page), with the mean pairwise RMS pixel difference and, per "
                  f"extractor, the mean pairwise 1 − cosine of the generations' features" if maps else "")
     return (f"<h2>Targets</h2><p>Each generation with its cosine and relative L2 to the target feature{explained}; the "
-            f"curve is the cosine at each guided iteration; under each target, what varies: every run's std map side "
+            f"curve is the cosine at each guided iteration (with particles, model.sampler, a second curve: the "
+            f"target's effective sample size over the steps, the steps it was resampled at and the saved generations' "
+            f"final weights); under each target, what varies: every run's std map side "
             f"by side (the unguided prior's and a reference sample's too when given).</p>"
             f"{top_legend(report)}{trust_legend(report)}"
             f"<table><tr><th>target</th>{head}</tr>"

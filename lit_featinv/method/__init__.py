@@ -5,12 +5,13 @@ from ..lazy import exports
 
 __all__, __getattr__, __dir__ = exports(__name__, {
     "loop": ["reverse_loop", "Iteration"],
-    "guidance": ["Guidance", "UNetGradient", "CleanEstimateGradient"],
+    "guidance": ["Guidance", "UNetGradient", "CleanEstimateGradient", "TwistedGradient"],
     "sampling": ["alpha_bar", "fork", "split_prediction", "join_prediction", "renoise", "sample_seed", "generators",
                  "check_timesteps"],
     "losses": ["FeatureLoss", "SquaredL2", "CosineDistance", "Activation", "Projection", "Diverse"],
     "measure": ["to_uint8", "match_metrics", "measure_saved", "score", "metrics", "track_best"],
     "records": ["BestImage", "Trajectory"],
+    "particles": ["ParticleSampler", "ParticleState", "systematic", "ess", "corrected_step"],
     "targets": ["target_features"],
     "trust": ["PriorScore", "check_generations"],
     "constructions": ["Construction", "Interpolation", "Arithmetic", "FolderMean", "Direction"],

@@ -122,14 +122,15 @@ class Guidance(nn.Module):
         return grad
 
     def forward(self, denoise: Callable, decode: Callable, objective: Callable, z: torch.Tensor, t, abar,
-                kind: str, w: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                kind: str, w: float, plain: bool = False) -> tuple[torch.Tensor, ...]:
         """(guided model output, clean estimate before guidance as an image in [0, 1], clean estimate from the
-        guided noise (a sample, not decoded)). ``z`` is the scheduler-scaled model input."""
+        guided noise (a sample, not decoded)), and with ``plain`` the model's own output. ``z`` is the
+        scheduler-scaled model input."""
         if w == 0:
             with torch.no_grad():
                 out = denoise(z, t)
                 x0 = split_prediction(out, z, abar, kind)[1]
-                return out, decode(x0), x0
+                return (out, decode(x0), x0) + ((out,) if plain else ())
         tiny = None if self.decoder is None else lambda x: (self.tiny_decode(x) + 1) / 2
         out, image, grad = self.gradient(denoise, tiny or decode, objective, z, t, abar, kind)
         eps, x0 = split_prediction(out, z, abar, kind)
@@ -137,7 +138,7 @@ class Guidance(nn.Module):
             with torch.no_grad():
                 image = decode(x0)
         output = join_prediction(eps + w * self.shape(grad, eps), z, abar, kind)
-        return output, image, split_prediction(output, z, abar, kind)[1]
+        return (output, image, split_prediction(output, z, abar, kind)[1]) + ((out,) if plain else ())
 
 
 class UNetGradient(Guidance):
@@ -152,6 +153,21 @@ class UNetGradient(Guidance):
             image = decode(split_prediction(out, z, abar, kind)[1])
             grad = torch.autograd.grad(objective(image).sum(), z)[0]
         return out.detach(), image.detach(), grad
+
+
+class TwistedGradient(UNetGradient):
+    """The gradient as a score: eps_tilde = eps + lam sqrt(1 - abar) d loss / d z_t, with no rescaling and no clipping,
+    is the model's noise prediction for p_t(z_t) exp(-lam loss(x0(z_t))): the twisted proposal of twisted diffusion
+    sampling (TDS, Wu et al. 2023), whose weight in a particle sampler is exact (``ParticleSampler``'s
+    ``correct_proposal``, with ``lam`` its own). ``scale`` is lam (one value, per step, or pieces, as w)."""
+
+    def __init__(self, scale: float | list[float] | dict[int | str, float] = 1.0, start: int = 0,
+                 stop: int | None = None, allow_negative: bool = False, decoder: str | None = None,
+                 decoder_subfolder: str | None = None):
+        super().__init__(scale, start, stop, False, 0.0, allow_negative, decoder, decoder_subfolder)
+
+    def forward(self, denoise, decode, objective, z, t, abar, kind, w, plain=False):
+        return super().forward(denoise, decode, objective, z, t, abar, kind, w * float((1 - abar).sqrt()), plain)
 
 
 class CleanEstimateGradient(Guidance):

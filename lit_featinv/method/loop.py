@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .sampling import alpha_bar, fork, noise_space, renoise, step_kwargs
+from .sampling import alpha_bar, fork, noise_space, permute_history, renoise, step_kwargs
 
 
 @dataclass
@@ -28,14 +28,19 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
                  on_iteration: Callable[[Iteration], torch.Tensor | None] | None = None,
                  after_step: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
                  eta: float = 0.0, progress: Callable[[Iterable], Iterable] = iter,
-                 finish_unguided: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 finish_unguided: bool = False,
+                 resample: Callable[[int], torch.Tensor | None] | None = None,
+                 step: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run every step of ``scheduler`` (timesteps set) from ``sample``.
 
     ``guided(sample, t, abar, rows, w) -> (model output, image, guided_x0)`` is one guided model call for the rows
     still in the batch; ``on_iteration(Iteration)`` may return a bool mask of rows that stop now: they leave the
     batch, or with ``finish_unguided`` take this step with this iteration's output and every later step with one
     unguided call (``w`` 0, no recurrence; ``on_iteration`` still sees them); ``after_step(sample, rows, step) ->
-    sample`` sees each stepped sample (e.g. to mark NaN ones). Each sample's noise comes from its own generator.
+    sample`` sees each stepped sample (e.g. to mark NaN ones); ``resample(step)``, after a step's first iteration,
+    may return each row's new parent (particles: the rows take their parents' samples, outputs and scheduler history,
+    and keep their own generators); ``step(scheduler, output, t, sample, gens) -> sample`` takes each step instead of
+    the scheduler's plain ``step`` (e.g. to weigh it too). Each sample's noise comes from its own generator.
     Returns the final samples of the rows left, and those rows.
     """
     rows = torch.arange(len(sample), device=sample.device)
@@ -52,6 +57,10 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
             out, image, guided_x0 = guided(sample[act], t, abar, rows[act], w)
             output[act] = out
             leave = on_iteration(Iteration(i, k, t, w, rows[act], image, guided_x0)) if on_iteration else None
+            parents = resample(i) if resample is not None and k == 0 else None
+            if parents is not None:  # particles: every row is in the batch (nothing stops)
+                sample, output = sample[parents], output[parents]
+                permute_history(scheduler, parents)
             if leave is not None and leave.any():
                 stopped = act.nonzero().squeeze(1)[leave]
                 if finish_unguided:
@@ -76,7 +85,10 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
             output[coast] = out
             if on_iteration:
                 on_iteration(Iteration(i, 0, t, 0.0, rows[coast], image, guided_x0))
-        sample = scheduler.step(output, t, sample, **step_kwargs(scheduler, gens, eta=eta)).prev_sample
+        if step is None:
+            sample = scheduler.step(output, t, sample, **step_kwargs(scheduler, gens, eta=eta)).prev_sample
+        else:
+            sample = step(scheduler, output, t, sample, gens)
         coast = done
         if after_step is not None:
             sample = after_step(sample, rows, i)

@@ -31,6 +31,11 @@ class BestImage:
         self.loss[rows] = torch.where(better, loss, self.loss[rows])
         self.step[rows] = torch.where(better, torch.full_like(self.step[rows], step), self.step[rows])
 
+    def take(self, parents: torch.Tensor) -> None:
+        """Each sample takes the best image of sample ``parents[i]`` (resampled particles inherit their lineage's)."""
+        if self.image is not None:
+            self.image, self.loss, self.step = self.image[parents], self.loss[parents], self.step[parents]
+
 
 class Trajectory:
     """Per sample, (step, recurrence iteration k, loss, cosine) of the clean estimate (as saved) at every guided

@@ -142,6 +142,22 @@ def step_kwargs(scheduler, gens, **extra) -> dict:
     return {k: v for k, v in kwargs.items() if k in accepted}
 
 
+HISTORY = ("model_outputs", "ets", "last_sample", "cur_sample", "sample", "prev_derivative")  # per-sample state
+
+
+def permute_history(scheduler, rows: torch.Tensor) -> None:
+    """Give each sample of a batch the scheduler history of sample ``rows[i]`` (multistep schedulers keep earlier
+    outputs per sample: DPM-Solver's ``model_outputs``, PNDM's ``ets``, ...), as resampled particles need."""
+    def take(value):
+        return value[rows] if torch.is_tensor(value) and value.ndim and len(value) == len(rows) else value
+    for name in HISTORY:
+        value = getattr(scheduler, name, None)
+        if isinstance(value, list):
+            setattr(scheduler, name, [take(v) for v in value])
+        elif torch.is_tensor(value):
+            setattr(scheduler, name, take(value))
+
+
 def fork(scheduler):
     """A copy of a stateful scheduler, to take a step at the same timestep again (self-recurrence)."""
     return copy.deepcopy(scheduler)

@@ -89,7 +89,9 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
 def expected_nfe(model: dict) -> int:
     """UNet evaluations per image of a preset's ``model.init_args`` as run (its tiny overrides merged in)."""
     steps, early = model["num_inference_steps"], model.get("early_steps", 0)
-    return early * model.get("early_recurrence", 1) + (steps - early) * model["recurrence"]
+    per_particle = early * model.get("early_recurrence", 1) + (steps - early) * model["recurrence"]
+    sampler = (model.get("sampler") or {}).get("init_args")  # particles: a saved generation costs its share
+    return per_particle * sampler["particles"] // model["samples_per_target"] if sampler else per_particle
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -210,3 +212,12 @@ def test_a_class_path_in_the_current_folder_is_found_by_the_console_script(pixel
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert yaml.safe_load(done.stdout)["model"]["class_path"] == "mymodule.MyInversion"
+
+
+def test_the_readme_lists_the_presets_as_the_command_does(capsys):
+    """The README's block of presets is `lit-featinv presets` as printed (it drifts otherwise)."""
+    from conftest import ROOT
+    from lit_featinv.app.console import main as console
+    console(["presets"])
+    printed = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("run one")]
+    assert "```\n" + "\n".join(printed) + "\n```" in (ROOT / "README.md").read_text()

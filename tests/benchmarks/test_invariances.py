@@ -142,6 +142,12 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file
     saved = torch.load(out / "images" / "left_half.pt")
     assert saved["images"].shape == (1, 2, 1, 32, 32)
     assert len(list((out / "data").glob("*.pt"))) == len(invariances.FEATURES)  # the training features, cached
+    from lit_featinv.app.report import make_report  # the run folders: the data neighbours as a reference run
+    runs = out / "runs"
+    make_report([str(runs / "left_half" / "generations"), "--baseline", str(runs / "unguided"), "--reference-run",
+                 str(runs / "left_half" / "data"), "--out", str(tmp_path / "report.html")])
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('alt="std map of the reference"') == 1 and "the reference" in page
     # a rerun of the measures alone reuses the generations and the training features
     assert invariances.main(args[:-2] + ["--features", "unguided", "--train", str(train_file)]) == 0
 

@@ -52,15 +52,19 @@ def test_the_measures_of_exact_draws_against_themselves_and_of_a_squeezed_set():
 def test_the_benchmark_runs_and_writes_its_tables_figure_and_run_folders(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--out", str(out), "--targets", "2", "--generations", "3", "--reference", "32", "--features",
-            "left_half,random16", "--samplers", "guided,unguided,fast", "--sampler",
-            'fast={"num_inference_steps": 4, "recurrence": 2}']
+            "left_half,random16", "--samplers", "guided,unguided,fast,particles", "--sampler",
+            'fast={"num_inference_steps": 4, "recurrence": 2}', "--sampler",
+            'particles={"num_inference_steps": 4, "recurrence": 1, "eta": 1.0, "sampler": {"class_path": '
+            '"lit_featinv.ParticleSampler", "init_args": {"particles": 6, "lam": 0.1, "ess_threshold": 1.0}}}']
     assert posterior.main(args) == 0
     assert "left_half guided: 2 x 3 in" in capsys.readouterr().out
     text = (out / "posterior.md").read_text()
     assert "## left_half (A: [512, 1024], null space of dimension 512)" in text
     assert "| exact x 3 | exact |" in text and "| guided | 400 |" in text and "| fast | 8 |" in text
+    particles = next(line for line in text.splitlines() if line.startswith("| particles | 8 |"))  # 4 x 6 / 3
+    assert particles.endswith(", 4.0 |") and " of 2, " in particles  # threshold 1: resampled at every step
     saved = json.loads((out / "posterior.json").read_text())
-    assert set(saved["results"]["random16"]) == {"reference", "exact x 3", "guided", "unguided", "fast"}
+    assert set(saved["results"]["random16"]) == {"reference", "exact x 3", "guided", "unguided", "fast", "particles"}
     assert (out / "posterior.png").is_file() and (out / "features" / "random16.safetensors").is_file()
     from lit_featinv.app.report import make_report
     run = out / "runs" / "left_half"

@@ -1,0 +1,233 @@
+"""A sampler that follows the posterior: the generations of a target are particles of a sequential Monte Carlo
+sampler (Feynman-Kac steering, Singhal et al. 2025, arXiv 2501.06848), weighted by potentials on the clean estimate's
+feature loss and resampled per target, so that the saved generations sample the tilted distribution
+p(x) exp(-lam * loss(f(x), f*)) (exactly as the particles grow, with an exact proposal), not a heuristic's.
+
+The proposal is the guided loop as configured (its guidance, w and K; w = 0, K = 1 and a stochastic step, DDPM or DDIM with
+eta > 0: the prior's own steps, and then the particles sample p(x) exp(-lam loss) exactly as they grow; a
+deterministic step would keep a resampled particle's copies identical). With guidance, the weights do not correct the guided
+step against the prior's (as FK steering with a guided proposal): the particles then sample the guided process's
+distribution tilted by the potentials, closer to the target than the guided process alone.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..errors import ConfigError
+from .sampling import fork, step_kwargs
+
+POTENTIALS = ("difference", "max", "sum")
+FINALS = ("resample", "weights")
+
+
+def systematic(weights: torch.Tensor, count: int, u: float) -> torch.Tensor:
+    """Systematic resampling: ``count`` indices into ``weights`` [P] (normalised), one uniform ``u`` in [0, 1)."""
+    edges = torch.cumsum(weights.double(), 0)
+    edges[-1] = 1.0
+    points = (u + torch.arange(count, dtype=torch.float64, device=weights.device)) / count
+    return torch.searchsorted(edges, points, right=True).clamp(max=len(weights) - 1)
+
+
+def ess(log_weights: torch.Tensor) -> torch.Tensor:
+    """The effective sample size of each row of log weights [G, P], as a fraction of P: 1 / (P sum w^2)."""
+    w = torch.softmax(log_weights.double(), dim=-1)
+    return 1 / (log_weights.shape[-1] * (w ** 2).sum(-1))
+
+
+class ParticleSampler:
+    """Particles with importance weights and resampling (``model.sampler``): ``particles`` generations per target run
+    together, their weights multiplied at each step by a potential on the clean estimate's loss, and a target's
+    particles are resampled (systematic resampling, within the target only) when their effective sample size falls
+    below ``ess_threshold``. What is saved is a posterior sample: ``samples_per_target`` of the particles drawn by
+    their final weights (``final: resample``), or every particle with its normalised ``weight`` in metrics.jsonl
+    (``final: weights``, ``particles`` = ``samples_per_target``).
+
+    Args:
+        particles: particles per target (>= ``model.samples_per_target``).
+        lam: lam >= 0 of the target p(x) exp(-lam * loss); 0: the proposal's own samples, never resampled.
+        potential: FK steering's intermediate potentials on r = -loss of the clean estimate: ``difference``
+            (exp(lam (r_i - r_{i-1}))), ``max`` (exp(lam max_{j <= i} r_j)) or ``sum`` (exp(lam r_i)); the final
+            step's weight makes every lineage's product exp(lam r(final image)).
+        ess_threshold: resample a target's particles when their effective sample size / particles < this, in (0, 1].
+        final: ``resample`` or ``weights`` (above).
+        correct_proposal: also weight each step by the prior's step density over the guided step's (TDS: the
+            guidance shifts the step's mean; the weight is the ratio of the two Gaussians at the sample taken), so that
+            a guided proposal samples the same target as the prior's own steps. Needs a stochastic step (DDPM, or DDIM
+            with ``model.eta`` > 0); exact with one iteration per step (K = 1): recurrence stays an uncorrected move.
+
+    Randomness: each target's resampling draws from its own generator, seeded by the run seed and the target id, so
+    a target's generations are the same in any batch, any process and after a resume.
+    """
+
+    def __init__(self, particles: int = 16, lam: float = 1.0, potential: str = "difference",
+                 ess_threshold: float = 0.5, final: str = "resample", correct_proposal: bool = False):
+        if particles < 1:
+            raise ConfigError("model.sampler.particles", f"{particles} is not a count (>= 1)")
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ConfigError("model.sampler.lam", f"{lam} is not a number >= 0")
+        if potential not in POTENTIALS:
+            raise ConfigError("model.sampler.potential", f"{potential!r} is not one of {list(POTENTIALS)}")
+        if not 0 < ess_threshold <= 1:
+            raise ConfigError("model.sampler.ess_threshold", f"{ess_threshold} is not in (0, 1]")
+        if final not in FINALS:
+            raise ConfigError("model.sampler.final", f"{final!r} is not one of {list(FINALS)}")
+        self.particles, self.lam, self.potential = particles, lam, potential
+        self.ess_threshold, self.final, self.correct_proposal = ess_threshold, final, correct_proposal
+
+    def check(self, saved: int) -> None:
+        """``saved`` generations per target can be taken from the particles."""
+        if saved > self.particles:
+            raise ConfigError("model.samples_per_target", f"{saved} saved generations from {self.particles} particles "
+                                                          f"(model.sampler.particles): give at least as many particles")
+        if self.final == "weights" and saved != self.particles:
+            raise ConfigError("model.sampler.final", f"'weights' saves every particle with its weight: set "
+                                                     f"model.samples_per_target to {self.particles} (particles), or "
+                                                     f"final: resample")
+
+    def start(self, targets: int, seeds: list[int], device) -> "ParticleState":
+        """The state of one batch: ``targets`` groups of ``particles`` rows (target-major), one generator each."""
+        return ParticleState(self, targets, seeds, device)
+
+
+class ParticleState:
+    """The weights of one batch's particles ([targets, particles]) and what they did: the effective sample size after
+    each step's reweighting, the steps at which each target was resampled, the potentials of each lineage."""
+
+    def __init__(self, sampler: ParticleSampler, targets: int, seeds: list[int], device):
+        self.sampler, self.shape = sampler, (targets, sampler.particles)
+        self.log_weights = torch.zeros(self.shape, dtype=torch.float64, device=device)
+        self.accumulated = torch.zeros_like(self.log_weights)  # sum of log potentials along each lineage
+        self.previous = torch.zeros_like(self.log_weights)  # r_{i-1} (difference) or max_{j<i} r_j (max)
+        self.gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        self.ess: list[list[float]] = [[] for _ in range(targets)]
+        self.resampled: list[list[int]] = [[] for _ in range(targets)]
+        self.first = True
+        self.pending = torch.zeros_like(self.log_weights)  # the last step's proposal correction, until reweighted
+
+    def reweight(self, loss: torch.Tensor) -> None:
+        """Multiply the weights by this step's potentials of the particles' losses [targets * particles] (NaN: the
+        particle gets weight 0)."""
+        lam, kind = self.sampler.lam, self.sampler.potential
+        r = -loss.double().view(self.shape)
+        bad = ~torch.isfinite(r)
+        new = int((bad & torch.isfinite(self.log_weights)).sum())
+        if new:
+            warnings.warn(f"model.sampler: {new} particle(s) became NaN or Inf (the network, decoder or loss "
+                          f"overflowed): weight 0, their targets' other particles go on")
+        r = torch.where(bad, torch.zeros_like(r), r)
+        if kind == "difference":
+            increment, self.previous = lam * (r - self.previous), r
+        elif kind == "max":
+            best = r if self.first else torch.maximum(self.previous, r)
+            increment, self.previous = lam * best, best
+        else:
+            increment = lam * r
+        self.first = False
+        self.accumulated += increment
+        self.log_weights += increment + self.pending
+        self.pending.zero_()
+        self.log_weights = self.log_weights.masked_fill(bad, -math.inf)
+
+    def finish(self, loss: torch.Tensor) -> None:
+        """The final reweighting: each lineage's potentials become exp(lam r(final image))."""
+        r = -loss.double().view(self.shape)
+        bad = ~torch.isfinite(r)
+        self.log_weights += self.sampler.lam * torch.where(bad, torch.zeros_like(r), r) - self.accumulated + self.pending
+        self.log_weights = self.log_weights.masked_fill(bad, -math.inf)
+
+    def dead(self) -> torch.Tensor:
+        """Targets whose particles all have weight 0 (every one non-finite) [targets]."""
+        return torch.isinf(self.log_weights).all(1)
+
+    def record_ess(self) -> torch.Tensor:
+        """Each target's effective sample size as a fraction of its particles, noted for the run's records."""
+        fraction = ess(self.log_weights.masked_fill(self.dead()[:, None], 0.0))
+        for target, value in enumerate(fraction.tolist()):
+            self.ess[target].append(round(value, 6))
+        return fraction
+
+    def resample(self, step: int, force: bool = False) -> torch.Tensor | None:
+        """Row indices [targets * particles] (each row's new parent, within its target) where a target's effective
+        sample size fell below the threshold (``force``: every target), its weights then equal; None: none did."""
+        fraction = self.record_ess()
+        due = (fraction < self.sampler.ess_threshold) | force
+        due &= ~self.dead()
+        if (self.sampler.lam == 0 and not self.sampler.correct_proposal) or not due.any():
+            return None
+        targets, count = self.shape
+        index = torch.arange(targets * count, device=self.log_weights.device).view(targets, count)
+        for target in due.nonzero().flatten().tolist():
+            u = float(torch.rand(1, generator=self.gens[target], dtype=torch.float64))
+            w = torch.softmax(self.log_weights[target], 0)
+            index[target] = target * count + systematic(w, count, u)
+            self.resampled[target].append(step)
+        self.log_weights[due] = 0.0
+        flat = index.flatten()
+        for state in (self.accumulated, self.previous, self.pending):
+            state.copy_(state.flatten()[flat].view(self.shape))
+        return flat
+
+    def choose(self, saved: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The particles to save per target [targets, saved] (row indices) and their normalised weights."""
+        targets, count = self.shape
+        logw = self.log_weights.masked_fill(self.dead()[:, None], 0.0)
+        if self.sampler.final == "weights":
+            rows = torch.arange(targets * count).view(targets, count)
+            return rows, torch.softmax(logw, 1).float().cpu()
+        rows = torch.stack([target * count + systematic(torch.softmax(logw[target], 0).cpu(), saved,
+                                                         float(torch.rand(1, generator=self.gens[target],
+                                                                          dtype=torch.float64)))
+                            for target in range(targets)])
+        return rows, torch.full((targets, saved), 1 / saved)
+
+    def select(self, out: dict, saved: int) -> tuple[list[int], dict, list[dict]]:
+        """From :meth:`FeatureInversion.generate`'s per-row output, the saved generations (:meth:`choose`): their rows,
+        the output for them, and each one's ``weight`` and its target's ``particles`` record (the ESS after each step,
+        the steps it was resampled at, which particle it is). A saved generation's ``nfe`` and ``unet_backward`` are
+        its target's particles' total over ``saved``: what one saved generation cost."""
+        chosen, weights = self.choose(saved)
+        pick, (targets, count) = chosen.flatten(), self.shape
+        cost = {key: (out[key].view(targets, count).sum(1).double() / saved).round().long().repeat_interleave(saved)
+                for key in ("nfe", "unet_backward")}
+        out = {k: cost[k] if k in cost else [v[r] for r in pick.tolist()] if isinstance(v, list)
+               else v[pick.to(v.device)] for k, v in out.items()}
+        extra = [{"weight": float(weights[n, j]), "particles": {"index": int(chosen[n, j]) % count,
+                                                                "ess": self.ess[n], "resampled": self.resampled[n]}}
+                 for n in range(targets) for j in range(saved)]
+        return pick.tolist(), out, extra
+
+
+def clone(gen: torch.Generator) -> torch.Generator:
+    """A generator in the same state (the next draws are the same)."""
+    copy = torch.Generator(gen.device)
+    copy.set_state(gen.get_state())
+    return copy
+
+
+def corrected_step(scheduler, output: torch.Tensor, plain: torch.Tensor, t, sample: torch.Tensor,
+                   gens: list[torch.Generator], eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of ``scheduler`` with the guided ``output`` (drawing from ``gens``), and per sample the log density
+    ratio log p(x'|x) - log q(x'|x) of the prior's step (the model's own output ``plain``) over the guided one at the
+    sample x' taken. Both steps add sigma z (z ~ N(0, I), one draw): the guidance shifts the mean by d, and the ratio
+    is -(d . z) / sigma - |d|^2 / (2 sigma^2). d, z and sigma are read off the scheduler's own step with copies of the
+    generators (any scheduler whose step adds one Gaussian draw); a step without noise (sigma 0) gets 0."""
+    ahead = [clone(g) for g in gens]
+    plain_step = fork(scheduler).step(plain, t, sample, **step_kwargs(scheduler, [clone(g) for g in gens], eta=eta))
+    other = [torch.Generator(g.device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=clone(g))) + 1)
+             for g in gens]
+    probe = fork(scheduler).step(plain, t, sample, **step_kwargs(scheduler, [clone(g) for g in other], eta=eta))
+    taken = scheduler.step(output, t, sample, **step_kwargs(scheduler, gens, eta=eta)).prev_sample
+    z = randn_tensor(output.shape, generator=ahead, device=output.device, dtype=output.dtype)
+    z_other = randn_tensor(output.shape, generator=other, device=output.device, dtype=output.dtype)
+    dims = tuple(range(1, output.ndim))
+    gap, dz = (plain_step.prev_sample - probe.prev_sample).double(), (z - z_other).double()
+    sigma = (gap * dz).sum(dims) / (dz * dz).sum(dims)  # plain_step - probe = sigma (z - z_other)
+    shift = (taken - plain_step.prev_sample).double()  # the guided mean minus the prior's (same noise)
+    noisy = sigma > 1e-12
+    safe = torch.where(noisy, sigma, torch.ones_like(sigma))
+    log_ratio = -(shift * z.double()).sum(dims) / safe - (shift * shift).sum(dims) / (2 * safe ** 2)
+    return taken, torch.where(noisy, log_ratio, torch.zeros_like(log_ratio))
