@@ -260,3 +260,29 @@ def test_nan_particles_get_weight_zero_and_a_target_with_none_left_fails(monkeyp
             collate(target_items(images=targets(2))))
     status = [r["status"] for r in records]
     assert status == (["ok"] * 4 if poisoned == 1 else ["nonfinite", "nonfinite", "ok", "ok"])
+
+
+def test_a_resumed_particle_run_ends_with_the_same_bytes(tmp_path):
+    """Three targets, one a batch: the second target's lines and files removed (as a run killed after the first),
+    then the same command again: every file and metrics line as in the uninterrupted run."""
+    from conftest import assert_same, lines, snapshot
+    from lit_featinv.app.cli import main
+    (tmp_path / "targets").mkdir()
+    for p in sorted(FMNIST.glob("*.png"))[:3]:
+        shutil.copy(p, tmp_path / "targets")
+    sampler = json.dumps({"class_path": "lit_featinv.ParticleSampler", "init_args": {"particles": 4, "lam": 0.05}})
+    args = ["predict", "--config", "gmm/guided", "--model.init_args.sampler", sampler,
+            "--model.init_args.samples_per_target", "2", "--model.init_args.num_inference_steps", "6",
+            "--model.init_args.recurrence", "2", "--model.init_args.eta", "1.0", "--data.init_args.batch_size", "1",
+            "--data.init_args.images", str(tmp_path / "targets"), "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path / "run")]
+    main(args)
+    out = tmp_path / "run"
+    whole = snapshot(out)
+    second = sorted(r["id"] for r in lines(out))[2]
+    kept = [line for line in (out / "metrics.jsonl").read_text().splitlines() if json.loads(line)["id"] != second]
+    (out / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    for path in out.rglob(f"{second}*.png"):
+        path.unlink()
+    main(args)
+    assert_same(snapshot(out), whole)
