@@ -22,7 +22,7 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "method.losses": ["FeatureLoss", "SquaredL2", "CosineDistance", "Activation", "Projection", "Diverse"],
     "method.constructions": ["Construction", "Interpolation", "Arithmetic", "FolderMean", "Direction"],
     "method.trust": ["PriorScore"],
-    "method.particles": ["ParticleSampler"],
+    "method.particles": ["ParticleSampler", "LinearParticleSampler"],
     "runs.data": ["TargetData"],
     "runs.writer": ["InversionWriter"],
     "runs.results": ["Inversion"],

@@ -19,7 +19,7 @@ from .method.guidance import Guidance, UNetGradient
 from .method.loop import Iteration, reverse_loop
 from .method.losses import FeatureLoss, SquaredL2
 from .method.measure import metrics, to_uint8, track_best
-from .method.particles import ParticleSampler, corrected_step
+from .method.particles import ParticleSampler
 from .method.records import BestImage, Trajectory, defined
 from .method.sampling import check_timesteps, fork, generators, model_input, prediction_type, sample_seed
 from .method.schedules import per_step
@@ -216,7 +216,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         are ``len(groups)`` targets' particles (target-major; ``groups``: each target's resampling seed), and
         ``particles`` says which to save (:meth:`~lit_featinv.method.particles.ParticleState.choose`)."""
         gens = generators(seeds)
-        state = self.sampler.start(len(groups), groups, self.device) if self.sampler is not None else None
+        state = self.sampler.start(len(groups), groups, self.device, target[::self.sampler.particles],
+                                   self.extractor) if self.sampler is not None else None
         scheduler = self.fresh_scheduler()
         sample = self.initial_noise(gens, scheduler)
         best, final, trajectory = BestImage(), [None] * len(seeds), Trajectory(len(seeds))
@@ -232,10 +233,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             *out, last["plain"] = self.guided_output(scheduler, sample, t, abar, target[rows], w, plain=True)
             return out
 
-        def step(scheduler, output, t, sample, gens):  # the particles' step, weighed against the prior's own
-            sample, log_ratio = corrected_step(scheduler, output, last["plain"], t, sample, gens, self.eta)
-            state.pending += log_ratio.view(state.shape)
-            return sample
+        def step(scheduler, output, t, sample, gens, i):  # the particles' own step (weighed)
+            return state.step(scheduler, output, last.get("plain"), t, sample, gens, self.eta, i)
 
         def on_iteration(it: Iteration) -> torch.Tensor | None:
             """Best-image candidates scored; samples that reached ``stop_cosine`` keep this estimate and leave."""
@@ -274,7 +273,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         sample, rows = reverse_loop(guided, scheduler, sample, gens, self.iterations_at, self.guidance.weight,
                                     on_iteration, after_step, eta=self.eta, progress=bar,
                                     finish_unguided=self.finish_unguided, resample=resample if state else None,
-                                    step=step if correct else None)
+                                    step=step if state is not None and state.steps else None)
         if len(rows):
             with torch.no_grad():
                 image = self.to_image(sample)

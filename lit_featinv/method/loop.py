@@ -39,8 +39,8 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
     unguided call (``w`` 0, no recurrence; ``on_iteration`` still sees them); ``after_step(sample, rows, step) ->
     sample`` sees each stepped sample (e.g. to mark NaN ones); ``resample(step)``, after a step's first iteration,
     may return each row's new parent (particles: the rows take their parents' samples, outputs and scheduler history,
-    and keep their own generators); ``step(scheduler, output, t, sample, gens) -> sample`` takes each step instead of
-    the scheduler's plain ``step`` (e.g. to weigh it too). Each sample's noise comes from its own generator.
+    and keep their own generators); ``step(scheduler, output, t, sample, gens, i) -> sample`` takes the i-th step
+    instead of the scheduler's plain ``step`` (e.g. to weigh it too). Each sample's noise comes from its own generator.
     Returns the final samples of the rows left, and those rows.
     """
     rows = torch.arange(len(sample), device=sample.device)
@@ -88,7 +88,7 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
         if step is None:
             sample = scheduler.step(output, t, sample, **step_kwargs(scheduler, gens, eta=eta)).prev_sample
         else:
-            sample = step(scheduler, output, t, sample, gens)
+            sample = step(scheduler, output, t, sample, gens, i)
         coast = done
         if after_step is not None:
             sample = after_step(sample, rows, i)

@@ -109,25 +109,28 @@ def join_prediction(eps: torch.Tensor, sample: torch.Tensor, abar: torch.Tensor,
                      f"{FLOW})")
 
 
+def signal_noise(abar: torch.Tensor, space: str = "vp") -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, s) of x = a x0 + s eps at signal level ``abar`` in the sample's ``space`` (:func:`noise_space`):
+    variance preserving (sqrt(abar), sqrt(1 - abar)), sigma space (1, sigma = sqrt(1 / abar - 1)), flow
+    (1 - sigma, sigma)."""
+    if space == "sigma":
+        return torch.ones_like(abar), (1 / abar - 1).clamp_min(0).sqrt()
+    if space == "flow":
+        sigma = flow_sigma(abar)
+        return 1 - sigma, sigma
+    return abar.sqrt(), (1 - abar).clamp_min(0).sqrt()
+
+
 def renoise(sample_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, gens,
             space: str = "vp") -> torch.Tensor:
     """Forward-diffuse a sample from the previous (less noisy) step back to t (self-recurrence), in the sample's own
-    ``space`` (:func:`noise_space`), so that the result has the forward process's marginal at t.
-
-    Variance preserving: sqrt(abar_t / abar_prev) x_prev + sqrt(1 - abar_t / abar_prev) noise; in sigma space
-    (sigma^2 = 1 / abar - 1): x_prev + sqrt(sigma_t^2 - sigma_prev^2) noise; flow (x = (1 - sigma) x0 + sigma eps):
-    r x_prev + sqrt(sigma_t^2 - (r sigma_prev)^2) noise with r = (1 - sigma_t) / (1 - sigma_prev). All three are
-    x_t = (a_t / a_prev) x_prev + sqrt(s_t^2 - (a_t s_prev / a_prev)^2) noise for x = a x0 + s eps.
+    ``space`` (:func:`noise_space`), so that the result has the forward process's marginal at t: for x = a x0 + s eps
+    (:func:`signal_noise`), x_t = (a_t / a_prev) x_prev + sqrt(s_t^2 - (a_t s_prev / a_prev)^2) noise.
     """
     noise = randn_tensor(sample_prev.shape, generator=gens, device=sample_prev.device, dtype=sample_prev.dtype)
-    if space == "sigma":
-        return sample_prev + (1 / abar_t - 1 / abar_prev).clamp_min(0).sqrt() * noise
-    if space == "flow":
-        sigma_t, sigma_prev = flow_sigma(abar_t), flow_sigma(abar_prev)
-        ratio = (1 - sigma_t) / (1 - sigma_prev)
-        return ratio * sample_prev + (sigma_t ** 2 - (ratio * sigma_prev) ** 2).clamp_min(0).sqrt() * noise
-    ratio = abar_t / abar_prev
-    return ratio.sqrt() * sample_prev + (1 - ratio).sqrt() * noise
+    (a_t, s_t), (a_prev, s_prev) = signal_noise(abar_t, space), signal_noise(abar_prev, space)
+    ratio = a_t / a_prev
+    return ratio * sample_prev + (s_t ** 2 - (ratio * s_prev) ** 2).clamp_min(0).sqrt() * noise
 
 
 @functools.lru_cache

@@ -286,3 +286,47 @@ def test_a_resumed_particle_run_ends_with_the_same_bytes(tmp_path):
         path.unlink()
     main(args)
     assert_same(snapshot(out), whole)
+
+
+def test_the_linear_sampler_samples_the_exact_posterior_of_a_tiny_mixture(tiny_world):
+    """LinearParticleSampler (MCGdiff), 4,000 particles of the prior's DDPM steps: every particle on the constraint
+    A x = y, and the closed-form posterior's mean and covariance within the error of its weights (the same steps
+    without them: 0.45 off the mean)."""
+    folder, mixture, matrix, y = tiny_world
+    n = 4000
+    model = FeatureInversion.from_config(
+        "gmm/guided", prior={"class_path": "lit_featinv.GaussianMixturePrior",
+                             "init_args": {"pretrained": str(folder / "gmm"), "scheduler": "diffusers.DDPMScheduler"}},
+        extractor={"class_path": "lit_featinv.LinearExtractor", "init_args": {"matrix": str(folder / "a.safetensors")}},
+        guidance=PLAIN, recurrence=1, num_inference_steps=100, samples_per_target=n, prior_score=None, progress=False,
+        sampler={"class_path": "lit_featinv.LinearParticleSampler", "init_args": {"particles": n}})
+    out = inversion(model.predict_step(collate(target_items(features=y[None].float()))), "pt")
+    x = (out.images * 2 - 1).flatten(1).double()
+    exact = mixture.condition(matrix, y[None]).sample(20000, torch.Generator().manual_seed(1))[0].clamp(-1, 1)
+    residual = lambda v: (v @ matrix.T - y).abs().max(1).values  # noqa: E731  (clamping and 8 bits move it a little)
+    assert residual(x).median() < 0.01 and residual(x).median() < residual(exact).median() + 0.005
+    assert (x.mean(0) - exact.mean(0)).abs().max() < 0.05, (x.mean(0) - exact.mean(0)).abs().max()
+    assert (x.T.cov() - exact.T.cov()).abs().max() < 0.025, (x.T.cov() - exact.T.cov()).abs().max()
+    assert any(m["particles"]["resampled"] for m in out.metrics)
+    prior = mixture.sample(20000, torch.Generator().manual_seed(2)).clamp(-1, 1)  # the posterior is not the prior
+    assert (exact.mean(0) - prior.mean(0)).abs().max() > 0.1
+
+
+def test_the_linear_sampler_keeps_a_targets_bytes_in_any_batch_and_names_what_it_needs(timm_dir):
+    """On the mixture world's left half (DDIM with eta 1): a target alone gives the bytes it gets in a batch of two,
+    and every saved generation meets the feature but for clamping and 8 bits. A deterministic step, or a feature
+    that is not linear, is one line naming the key."""
+    sampler = {"class_path": "lit_featinv.LinearParticleSampler", "init_args": {"particles": 4}}
+    model = decoder(samples_per_target=2, sampler=sampler, recurrence=1, eta=1.0, guidance=PLAIN)
+    items = target_items(images=targets(2))
+    both = inversion(model.predict_step(collate(items)), "pt")
+    alone = inversion(model.predict_step(collate(items[1:])), "pt")
+    assert torch.equal(alone.images, both.images[2:]) and [m["weight"] for m in alone.metrics] == [
+        m["weight"] for m in both.metrics[2:]]
+    assert all(m["rel_l2"] < 0.05 for m in both.metrics), [m["rel_l2"] for m in both.metrics]
+    with pytest.raises(ConfigError, match=r"^model.sampler: DDIMScheduler's step adds no noise"):
+        decoder(samples_per_target=2, sampler=sampler, recurrence=1, guidance=PLAIN).predict_step(collate(items))
+    with pytest.raises(ConfigError, match=r"^model.extractor: TimmExtractor is not linear"):
+        decoder(samples_per_target=2, sampler=sampler, eta=1.0, extractor={
+            "class_path": "lit_featinv.TimmExtractor", "init_args": {"model_name": f"local-dir:{timm_dir}"}}
+        ).predict_step(collate(items))

@@ -1,0 +1,112 @@
+"""Equal compute on Fashion-MNIST (issue 35, goal 3): the best generation per target of samplers that spend the same
+UNet evaluations per target, on the first N test images, one run after another in one process.
+
+    python benchmarks/equal_compute.py --count 64 --out runs/equal_compute --threads 2 \
+        [--sampler NAME=CONFIG[:CLI OVERRIDES] ...]
+
+Default samplers: ``preset`` (``configs/fmnist/pixel_resnet.yaml``, 4 generations x 400 UNet evaluations) and
+``particles`` (``configs/fmnist/posterior_resnet.yaml``, 4 saved of 8 particles, the same evaluations per target).
+Per sampler, over the targets: the UNet forward and backward evaluations per target (the sum of the saved
+generations' ``nfe`` / ``unet_backward``: with particles, each saved generation carries its share of them all), the
+cosine of the best saved generation (as saved, 8-bit PNG) per target, its mean and worst and the targets whose best
+stays below 0.95; the other classifier (zoo ViT) agreeing with the target's class on the best generation; and the
+naturalness of the best generations (``benchmarks/naturalness.py``: the prior score's median, KID x 1000), beside
+the mean cosine of every saved generation. Writes ``results.md`` (with the command and the per-target table) to
+``--out``. Needs: apt-get install dataset-fashion-mnist
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shlex
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fmnist import export  # noqa: E402
+from naturalness import of_images  # noqa: E402
+from quality import VIT, agreement  # noqa: E402
+
+from lit_featinv.app import run  # noqa: E402
+
+SAMPLERS = {"preset": "configs/fmnist/pixel_resnet.yaml", "particles": "configs/fmnist/posterior_resnet.yaml"}
+FAIL = 0.95  # a target whose best generation stays below this cosine failed (issue 35)
+
+
+def best_per_target(lines: list[dict]) -> list[dict]:
+    """Per target (in order of first appearance), its saved generation of the highest cosine (a failed one: none)."""
+    groups = collections.defaultdict(list)
+    for line in lines:
+        groups[line["id"]].append(line)
+    ok = lambda line: line.get("cosine") is not None and line.get("status", "ok") == "ok"  # noqa: E731
+    return [max((g for g in group if ok(g)), key=lambda g: g["cosine"], default={"id": group[0]["id"], "cosine": None})
+            for group in groups.values()]
+
+
+def measure(name: str, config: str, extra: list[str], targets: str, out: str, threads: int) -> dict:
+    folder = os.path.join(out, name)
+    start = time.perf_counter()
+    run(["predict", "--config", config, "--data.init_args.images", targets, "--data.init_args.limit", "null",
+         "--model.init_args.samples_per_target", "4", "--model.init_args.progress", "false",
+         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", folder, "--writer.overwrite", "true",
+         "--threads", str(threads), *extra])
+    wall = time.perf_counter() - start
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    best = best_per_target(lines)
+    scored = [b for b in best if b["cosine"] is not None]
+    cos = [b["cosine"] for b in scored]
+    per_target = lambda key: sum(line[key] for line in lines) / len(best)  # noqa: E731
+    paths = [os.path.join(folder, b["image"]) for b in scored]
+    return {"sampler": name, "targets": len(best), "failed": len(best) - len(scored),
+            "forward": per_target("nfe"), "backward": per_target("unet_backward"),
+            "s_per_target": wall / len(best), "best_mean": sum(cos) / len(cos), "best_worst": min(cos),
+            "below": sum(c < FAIL for c in cos) + len(best) - len(scored),
+            "all_mean": sum(line["cosine"] for line in lines if line.get("cosine") is not None) / len(lines),
+            "agreement": agreement(scored, folder, VIT), **of_images(config, paths),
+            "per_target": {b["id"]: b["cosine"] for b in best}}
+
+
+def write(out: str, rows: list[dict], threads: int) -> None:
+    lines = [f"Command: python benchmarks/equal_compute.py {shlex.join(sys.argv[1:])}", "",
+             f"torch threads: {threads}", "",
+             "| sampler | targets | UNet forward / target | backward / target | s / target | best cosine: mean | worst "
+             f"| targets below {FAIL} | other classifier agrees (best) | prior score median (best) | KID x 1000 (best) "
+             "| cosine mean (every saved) |", "|" + " --- |" * 12]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['targets']} | {r['forward']:.0f} | {r['backward']:.0f} "
+                     f"| {r['s_per_target']:.1f} | {r['best_mean']:.4f} | {r['best_worst']:.4f} | {r['below']} "
+                     f"| {100 * r['agreement']:.0f}% | {r['prior_score_median']:.4f} | {r['kid']:.2f} "
+                     f"| {r['all_mean']:.4f} |")
+    ids = list(rows[0]["per_target"])
+    lines += ["", "Best cosine per target:", "", "| target | " + " | ".join(r["sampler"] for r in rows) + " |",
+              "|" + " --- |" * (len(rows) + 1)]
+    cell = lambda c: "failed" if c is None else f"{c:.4f}"  # noqa: E731
+    lines += [f"| {i} | " + " | ".join(cell(r["per_target"].get(i)) for r in rows) + " |" for i in ids]
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=64, help="first N Fashion-MNIST test images")
+    p.add_argument("--out", default="runs/equal_compute")
+    p.add_argument("--sampler", action="append", default=[], metavar="NAME=CONFIG[:OVERRIDES]",
+                   help="a sampler by its config and CLI overrides (default: preset and particles)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every run (the same for all)")
+    a = p.parse_args()
+    specs = [(s.partition("=")[0], *s.partition("=")[2].partition(":")[::2]) for s in a.sampler]
+    specs = specs or [(name, config, "") for name, config in SAMPLERS.items()]
+    targets = os.path.join(a.out, "targets")
+    export(targets, a.count)
+    rows = []
+    for name, config, extra in specs:
+        rows.append(measure(name, config, shlex.split(extra), targets, a.out, a.threads))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_target"}), flush=True)
+        write(a.out, rows, a.threads)
+
+
+if __name__ == "__main__":
+    main()
