@@ -21,6 +21,7 @@ import collections
 import json
 import os
 import shlex
+import statistics
 import sys
 import time
 
@@ -62,9 +63,9 @@ def measure(name: str, config: str, extra: list[str], targets: str, out: str, th
     paths = [os.path.join(folder, b["image"]) for b in scored]
     return {"sampler": name, "targets": len(best), "failed": len(best) - len(scored),
             "forward": per_target("nfe"), "backward": per_target("unet_backward"),
-            "s_per_target": wall / len(best), "best_mean": sum(cos) / len(cos), "best_worst": min(cos),
+            "s_per_target": wall / len(best), "best_mean": statistics.mean(cos), "best_worst": min(cos),
             "below": sum(c < FAIL for c in cos) + len(best) - len(scored),
-            "all_mean": sum(line["cosine"] for line in lines if line.get("cosine") is not None) / len(lines),
+            "all_mean": statistics.mean(line["cosine"] for line in lines if line.get("cosine") is not None),
             "agreement": agreement(scored, folder, VIT), **of_images(config, paths),
             "per_target": {b["id"]: b["cosine"] for b in best}}
 

@@ -18,6 +18,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ConfigError
+from ..models.mixture import row_space
 from .sampling import alpha_bar, fork, noise_space, signal_noise, step_kwargs
 
 POTENTIALS = ("difference", "max", "sum")
@@ -268,10 +269,8 @@ class LinearState(ParticleState):
                                                  f"lit_featinv.LinearParticleSampler (model.sampler) needs "
                                                  f"lit_featinv.LinearExtractor")
         matrix = matrix.double() if extractor.select is None else matrix.double()[extractor.select]
-        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-        keep = s > sampler.rtol * s.max()
-        self.basis = vh[keep].T.to(device)
-        self.measured = ((features.double().to(device) @ u[:, keep].to(device)) / s[keep].to(device))
+        basis, measured = row_space(matrix, features.double().to(matrix.device), sampler.rtol)
+        self.basis, self.measured = basis.T.to(device), measured.to(device)
 
     def step(self, scheduler, output, plain, t, sample, gens, eta: float, index: int) -> torch.Tensor:
         if sample[0].numel() != len(self.basis):

@@ -130,6 +130,15 @@ class GaussianMixture(nn.Module):
         return LinearPosterior(self, matrix, features, rtol)
 
 
+def row_space(matrix: torch.Tensor, features: torch.Tensor, rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """An orthonormal basis B [n, D] of the row space of A [m, D] (A = U S V^T, singular values above ``rtol`` x the
+    largest) and, per feature y [N, m], the coordinates z = S^-1 U^T y [N, n] that every x with A x = y has there
+    (B x = z; the least-squares x's when y is not in A's range)."""
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    keep = s > rtol * s[0]
+    return vh[keep], (features @ u[:, keep]) / s[keep]
+
+
 class LinearPosterior:
     """p(x | A x = y) of a :class:`GaussianMixture`, per target: again a mixture, of Gaussians confined to the
     affine set B x = z, where B [n, D] is an orthonormal basis of A's row space (singular values above ``rtol`` of the
@@ -145,10 +154,7 @@ class LinearPosterior:
         a, y = matrix.double().to(mixture.means.device), features.double().to(mixture.means.device)
         if a.ndim != 2 or a.shape[1] != mixture.dim:
             raise ValueError(f"the matrix is {list(a.shape)}; it must be [m, {mixture.dim}]")
-        u, s, vh = torch.linalg.svd(a, full_matrices=False)
-        keep = s > rtol * s[0]
-        self.basis = vh[keep]  # B [n, D]
-        self.z = (y @ u[:, keep]) / s[keep]  # [N, n]
+        self.basis, self.z = row_space(a, y, rtol)  # B [n, D], z [N, n]
         f = torch.einsum("nd,kdr->knr", self.basis, mixture.factors)  # B F_k [K, n, r]
         eye = torch.eye(len(self.basis), dtype=torch.float64, device=a.device)
         cov = f @ f.transpose(1, 2) + mixture.noise_std[:, None, None] ** 2 * eye  # B Sigma_k B^T
