@@ -61,6 +61,24 @@ minute; the 48 float32-held cases x 4 calls are ~21,000 TFLOP by benchmarks/scal
 150-300 TFLOPS, plus first-call set-up and out-of-memory recoveries; ``--held fp32,bf16`` about doubles it (a second
 call with ``--held bf16`` if the first runs out of time). ``tests/benchmarks/test_scale_script.py`` runs ``--modern
 --tiny`` on the CPU (``main(argv, modern_extractors=...)``).
+
+The few-step presets (issue 36: SDXL-Turbo with open_clip ViT-L/14 at 512 px, SD 3.5 Large Turbo with open_clip SigLIP
+So400m/14 at 384, FLUX.1-schnell with DINOv2 ViT-B/14; ``model.sampler: NoiseOptimization``) are families of
+``--modern`` too (``--families sdxl_turbo,sd35_large_turbo,flux_schnell``; the denoisers' configs in :data:`MODERN`,
+SD 3.5 Large's checked against its published size in tests/test_gpu_script.py). Their cases are
+``noise_optimization`` (the only variant they run): ``NoiseOptimization.generate`` as the preset configures it, timed
+with 0 and with 1 Adam step (their difference: one Adam step through the whole sampler, decoder and extractor with its
+backward); ms per image = the preset's Adam steps x that + the last pass, per generation; ``--checkpointing`` also
+takes ``prior`` there (the prior's gradient checkpointing without the sampler's around each denoiser call). A GPU
+call for them alone::
+
+    python3 benchmarks/gpu.py --modern --families sdxl_turbo,sd35_large_turbo,flux_schnell --held bf16 \
+      --checkpointing on,prior --warmup 0 --iters 1 --time-limit 420 2>&1 | tee $OUT/gpu-modern-turbo.log
+
+Planned time on an H100 (not yet run): an Adam step is 13 TFLOP per generation (SDXL-Turbo, 512 px, checkpointing on)
+to 1,309 TFLOP (FLUX.1-schnell, 1024 px) by benchmarks/results/scale.md; the 24 cases of that call (each ``generate``
+with 1 and with 0 Adam steps, batch 1 and 4) are ~34 PFLOP, FLUX.1-schnell 68% of it: ~2-3 min at 200-300 TFLOPS,
+plus building the three priors (8B and 12B parameters initialised on the GPU) and first calls.
 """
 from __future__ import annotations
 
@@ -75,7 +93,7 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -215,6 +233,15 @@ SD35_MEDIUM = dict(  # stabilityai/stable-diffusion-3.5-medium transformer/confi
 FLUX_DEV = dict(  # black-forest-labs/FLUX.1-dev transformer/config.json, 11.9B parameters
     patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
     joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+# The few-step presets' denoisers (issue 36). SDXL-Turbo's UNet is SDXL base's architecture (SDXL_UNET).
+SD35_LARGE = dict(  # stabilityai/stable-diffusion-3.5-large transformer/config.json, "SD3.5 Large Public Release"
+    # (as mirrored on the hub; SD 3.5 Large Turbo is the same architecture distilled: its transformer's safetensors
+    # index totals 16.29 GB in bf16): MMDiT, 38 blocks of 38 heads x 64 = 2432 wide, QK RMS norm, no dual-attention
+    # blocks; 8.06B parameters and a 90M-entry position-embedding buffer (192^2 x 2432)
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=38, attention_head_dim=64,
+    num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432, pooled_projection_dim=2048,
+    pos_embed_max_size=192, qk_norm="rms_norm")
+FLUX_SCHNELL = dict(FLUX_DEV, guidance_embeds=False)  # black-forest-labs/FLUX.1-schnell: dev's without guidance input
 KL_VAE = dict(in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
               norm_num_groups=32, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
               sample_size=1024, force_upcast=True)  # 8x; 83.7M parameters (16 latent channels: 83.8M)
@@ -232,6 +259,10 @@ TINY = {
     "flux": dict(FLUX_DEV, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
                  axes_dims_rope=(4, 6, 6)),
 }
+TINY |= {"sdxl_turbo": TINY["sdxl"],
+         "sd35_large_turbo": dict(SD35_LARGE, sample_size=8, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+                                  caption_projection_dim=16, pos_embed_max_size=64),
+         "flux_schnell": dict(TINY["flux"], guidance_embeds=False)}
 # The models' own scheduler configs (as tests/tiny_pipelines.py quotes them, with where they come from).
 SDXL_SCHEDULER = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
                   "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear",
@@ -242,6 +273,13 @@ SD3_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_ti
 FLUX_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,
                   "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
                   "use_dynamic_shifting": True}
+# The few-step models' scheduler configs as their repositories publish them (tests/tiny_pipelines.py quotes the same,
+# with the sources): SDXL-Turbo's Euler ancestral with trailing spacing (1 step: t = 999), FLUX.1-schnell's without
+# dynamic shifting (shift 1), SD 3.5 Large Turbo's SD3 config (shift 3).
+SDXL_TURBO_SCHEDULER = SDXL_SCHEDULER | {"_class_name": "EulerAncestralDiscreteScheduler",
+                                         "timestep_spacing": "trailing"}
+FLUX_SCHNELL_SCHEDULER = FLUX_SCHEDULER | {"shift": 1.0, "use_dynamic_shifting": False}
+SD35_TURBO_SCHEDULER = SD3_SCHEDULER
 # family: the prior class (a public name), its preset, pipeline, denoiser (folder, class, config), VAE, scheduler and
 # the prompt embeddings' real shapes after the batch of 1 (SDXL: 77 CLIP tokens of 768 + 1280, pooled 1280, and its
 # time ids; SD3: 77 CLIP + 256 T5 tokens of 4096, pooled 768 + 1280; FLUX: 512 T5 tokens, pooled CLIP 768)
@@ -259,8 +297,48 @@ MODERN = {
              "subfolder": "transformer", "denoiser": "FluxTransformer2DModel", "config": FLUX_DEV,
              "vae": dict(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, **NO_QUANT_CONV),
              "scheduler": FLUX_SCHEDULER, "embeds": {"prompt_embeds": (512, 4096), "pooled_prompt_embeds": (768,)}},
+    # the few-step presets with noise optimisation (model.sampler: lit_featinv.NoiseOptimization; issue 36)
+    "sdxl_turbo": {"name": "SDXL-Turbo", "prior": "StableDiffusionXLPrior", "preset": "modern/sdxl_turbo_clip",
+                   "pipeline": "StableDiffusionXLPipeline", "subfolder": "unet", "denoiser": "UNet2DConditionModel",
+                   "config": SDXL_UNET, "vae": dict(latent_channels=4, scaling_factor=0.13025),
+                   "scheduler": SDXL_TURBO_SCHEDULER,
+                   "embeds": {"prompt_embeds": (77, 2048), "pooled_prompt_embeds": (1280,)}},
+    "sd35_large_turbo": {"name": "SD 3.5 Large Turbo", "prior": "StableDiffusion3Prior",
+                         "preset": "modern/sd35_large_turbo_siglip", "pipeline": "StableDiffusion3Pipeline",
+                         "subfolder": "transformer", "denoiser": "SD3Transformer2DModel", "config": SD35_LARGE,
+                         "vae": dict(latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, **NO_QUANT_CONV),
+                         "scheduler": SD35_TURBO_SCHEDULER,
+                         "embeds": {"prompt_embeds": (333, 4096), "pooled_prompt_embeds": (2048,)}},
+    "flux_schnell": {"name": "FLUX.1-schnell", "prior": "FluxPrior", "preset": "modern/flux_schnell_dinov2",
+                     "pipeline": "FluxPipeline", "subfolder": "transformer", "denoiser": "FluxTransformer2DModel",
+                     "config": FLUX_SCHNELL, "vae": dict(latent_channels=16, scaling_factor=0.3611,
+                                                         shift_factor=0.1159, **NO_QUANT_CONV),
+                     "scheduler": FLUX_SCHNELL_SCHEDULER,
+                     "embeds": {"prompt_embeds": (512, 4096), "pooled_prompt_embeds": (768,)}},
 }
 MODERN_VARIANTS = ("unet_gradient", "clean_estimate")  # the denoiser's gradient, and the one with no denoiser backward
+NOISE_VARIANTS = ("noise_optimization",)  # the few-step presets' sampler: Adam on the noise through the whole sampler
+ALL_VARIANTS = MODERN_VARIANTS + NOISE_VARIANTS
+
+
+def family_variants(family: str, variants) -> list[str]:
+    """Those of ``variants`` that the family's preset can run: noise optimisation for a preset that generates with
+    ``model.sampler: NoiseOptimization``, the guidance variants for the others."""
+    own = NOISE_VARIANTS if modern_settings(family)["sampler"] == "NoiseOptimization" else MODERN_VARIANTS
+    return [v for v in variants if v in own]
+
+
+def modern_module(family: str, prior, extractor, variant: str, checkpointing: bool = True) -> FeatureInversion:
+    """The module a case runs: the preset's steps with the guidance ``variant`` (w = 4; the cost does not depend on
+    it), or its ``NoiseOptimization`` with the preset's arguments (``checkpointing`` as the case's)."""
+    from lit_featinv import NoiseOptimization
+    settings = modern_settings(family)
+    if variant in NOISE_VARIANTS:
+        sampler = NoiseOptimization(**(settings["sampler_args"] | {"checkpointing": checkpointing}))
+        return FeatureInversion(prior, extractor, sampler=sampler, num_inference_steps=settings["steps"],
+                                progress=False)
+    return FeatureInversion(prior, extractor, guidance=VARIANTS[variant](None), num_inference_steps=settings["steps"],
+                            progress=False)
 
 
 def preset_model(preset: str) -> dict:
@@ -271,15 +349,19 @@ def preset_model(preset: str) -> dict:
 
 def modern_settings(family: str) -> dict:
     """What the family's preset runs: steps, batch (samples per target x targets per batch), resolution (null: the
-    model's default, 1024 px for all three), checkpointing, guidance class."""
+    model's default, 1024 px for all six), checkpointing, guidance class (None without one), sampler class (None: the
+    guided loop) and its arguments, the denoiser's weights as held (fp32 or bf16)."""
     import yaml
     config = yaml.safe_load((ROOT / "configs" / f"{MODERN[family]['preset']}.yaml").read_text())
     model, data = config["model"]["init_args"], config["data"]["init_args"]
-    prior = model["prior"]["init_args"]
+    prior, sampler = model["prior"]["init_args"], model.get("sampler") or {}
     return {"steps": model["num_inference_steps"], "resolution": prior.get("resolution") or 1024,
             "batch": model.get("samples_per_target", 1) * data.get("batch_size", 1),
             "checkpointing": bool(prior.get("gradient_checkpointing")),
-            "guidance": model["guidance"]["class_path"].rsplit(".", 1)[1],
+            "guidance": model["guidance"]["class_path"].rsplit(".", 1)[1] if model.get("guidance") else None,
+            "sampler": sampler["class_path"].rsplit(".", 1)[1] if sampler else None,
+            "sampler_args": dict(sampler.get("init_args") or {}),
+            "held": "bf16" if prior.get("weights_dtype") in ("bfloat16", "bf16") else "fp32",
             "extractor": model["extractor"]["init_args"]["model_name"]}
 
 
@@ -295,7 +377,27 @@ def modern_extractor(family: str, **overrides):
     if "pretrained" in args:
         args["pretrained"] = False if isinstance(args["pretrained"], bool) else None
     preprocess = (args.get("preprocess") or {}) | overrides.pop("preprocess", {})
-    return getattr(lit_featinv, spec["class_path"].rsplit(".", 1)[1])(**(args | overrides | {"preprocess": preprocess}))
+    args |= overrides | {"preprocess": preprocess}
+    cls = spec["class_path"].rsplit(".", 1)[1]
+    with no_hub_tokenizer(args["model_name"]) if cls == "OpenClipExtractor" else nullcontext():
+        return getattr(lit_featinv, cls)(**args)
+
+
+@contextmanager
+def no_hub_tokenizer(model_name: str):
+    """open_clip models whose text tokenizer is a Hugging Face one (SigLIP's) fetch it from the hub when built; these
+    scripts have no hub and measure image features only: no tokenizer for those (the others keep open_clip's own)."""
+    import open_clip
+    config = open_clip.get_model_config(model_name) or {}
+    if not config.get("text_cfg", {}).get("hf_tokenizer_name"):
+        yield
+        return
+    saved = open_clip.get_tokenizer
+    open_clip.get_tokenizer = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        open_clip.get_tokenizer = saved
 
 
 def save_modern_folder(family: str, folder: Path) -> Path:
@@ -334,12 +436,15 @@ def modern_models(family: str, scale: str = "full", device: str | torch.device |
 
 
 def modern_prior(family: str, folder: Path, resolution: int, denoiser, vae):
-    """The family's prior from ``folder`` (:func:`save_modern_folder`) at ``resolution`` px, with its own scheduler
-    and the prompt embeddings file, its denoiser and VAE then replaced by ``denoiser`` and ``vae``."""
+    """The family's prior from ``folder`` (:func:`save_modern_folder`) at ``resolution`` px, with the preset's
+    scheduler class on the folder's (the model's own) config and the prompt embeddings file, its denoiser and VAE then
+    replaced by ``denoiser`` and ``vae``."""
     import lit_featinv
     spec = MODERN[family]
+    own = {k: v for k, v in preset_model(spec["preset"])["prior"]["init_args"].items()
+           if k in ("scheduler", "scheduler_config") and v is not None}  # SDXL-Turbo: Euler ancestral
     prior = getattr(lit_featinv, spec["prior"])(str(folder), prompt_embeds=str(folder / "prompt_embeds.pt"),
-                                                resolution=resolution)
+                                                resolution=resolution, **own)
     latent = prior.latent_size
     prior.unet, prior.vae = denoiser, vae  # what LatentDiffusionPrior.__init__ loaded from the folder
     prior.requires_grad_(False).eval()
@@ -450,6 +555,62 @@ def run_case(module: FeatureInversion, batch: int, dtype: str, device: torch.dev
     return row
 
 
+def run_noise_case(module: FeatureInversion, batch: int, dtype: str, device: torch.device, warmup: int,
+                   iters: int) -> dict:
+    """Noise optimisation as its preset runs it (``FeatureInversion.generate`` -> ``NoiseOptimization.generate``, one
+    generation per row of the batch),
+    timed in two parts: ``generate`` with no Adam step (the last pass alone: the whole sampler, the decode, the
+    extractor, the scoring of its image) and with one (a pass with its backward and the Adam step, then the last
+    pass); the difference of their medians is one Adam step, and an image costs ``optimization_steps`` Adam steps + the
+    last pass (``ms_image``, per generation: the batch's time / batch). Peaks over the timed one-step calls."""
+    sampler, module = module.sampler, module.to(device)  # generate draws its noise on module.device
+    steps = sampler.optimization_steps
+    generator = torch.Generator().manual_seed(0)
+    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    with torch.no_grad(), cast:
+        dim = module.extractor(torch.rand(1, 3, 64, 64, generator=generator).to(device)).shape[1]
+    target, seeds = torch.randn(batch, dim, generator=generator).to(device), list(range(batch))
+    out, times, nonfinite, cuda = None, {}, 0, device.type == "cuda"
+
+    def call():
+        nonlocal out, nonfinite
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), cast:
+            warnings.simplefilter("always")
+            out = module.generate(target, seeds)  # the sampler's generate, as predict runs it
+        nonfinite += sum("NaN or Inf" in str(w.message) for w in caught)
+
+    try:
+        for k in (0, 1):
+            sampler.optimization_steps = k
+            for _ in range(warmup):
+                call()
+            sync(device)
+            if cuda and k == 1:
+                out = None
+                resident = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            times[k] = []
+            for _ in range(iters):
+                sync(device)
+                start = time.perf_counter()
+                call()
+                sync(device)
+                times[k].append(time.perf_counter() - start)
+    finally:
+        sampler.optimization_steps = steps
+    last, both = statistics.median(times[0]), statistics.median(times[1])
+    row = {"ms": round(1000 * (both - last), 2), "ms_last": round(1000 * last, 2),
+           "ms_image": round(1000 * (steps * (both - last) + last) / batch, 1), "optimization_steps": steps,
+           "times_ms": [round(1000 * x, 2) for x in times[1]], "times_last_ms": [round(1000 * x, 2) for x in times[0]],
+           "finite": bool(torch.isfinite(out["image"]).all()) and nonfinite == 0}
+    if cuda:
+        free_bytes, total = torch.cuda.mem_get_info(device)
+        row |= {"resident_gib": resident / GiB, "peak_alloc_gib": torch.cuda.max_memory_allocated(device) / GiB,
+                "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / GiB,
+                "device_used_gib": (total - free_bytes) / GiB}
+    return row
+
+
 def attempt(row: dict, build, batch: int, dtype: str, device: torch.device, args, began: float) -> bool:
     """One case into ``row``: its measurements, or ``error`` where it was skipped (``--time-limit``), ran out of
     memory (``oom``) or failed. ``build()`` makes the module once the device is freed. True when it ran."""
@@ -458,8 +619,9 @@ def attempt(row: dict, build, batch: int, dtype: str, device: torch.device, args
         return False
     free(device)
     module, error = build(), None
+    run = run_noise_case if getattr(module.sampler, "generates", False) else run_case
     try:
-        row |= run_case(module, batch, dtype, device, args.warmup, args.iters)
+        row |= run(module, batch, dtype, device, args.warmup, args.iters)
     except torch.OutOfMemoryError as err:
         error, row["oom"] = f"out of memory: {str(err).splitlines()[0][:120]}", True
     except RuntimeError as err:
@@ -520,13 +682,34 @@ def card_fit(row: dict) -> str:
 
 
 def modern_table(header: list[str], rows: list[dict]) -> str:
-    lines = header + ["", "| prior | px | weights held | guidance | precision | batch | grad ckpt | ms / iteration | "
-                          "ms / image | peak alloc GiB | peak reserved GiB | device used GiB | fits | note |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        head = (f"| {r['prior']} | {r['resolution']} | {r['held']} | {r['variant']} | {r['precision']} | {r['batch']} "
-                f"| {r['ckpt']} |")
+    """The guided cases' table, then the noise-optimisation cases' (one Adam step, the last pass, a whole image)."""
+    noise = [r for r in rows if r["variant"] in NOISE_VARIANTS]
+    guided = [r for r in rows if r["variant"] not in NOISE_VARIANTS]
+    lines = header + (["", "| prior | px | weights held | guidance | precision | batch | grad ckpt | ms / iteration | "
+                           "ms / image | peak alloc GiB | peak reserved GiB | device used GiB | fits | note |",
+                       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      if guided or not noise else [])
+    for r in guided:
+        head = (f"| {r['prior']} | {r['resolution']} | {r['held']} | {r['variant']} | {r['precision']} | "
+                f"{r['batch']} | {r['ckpt']} |")
         lines.append(f"{head} {measured(r, 'fits')} |")
+    if noise:
+        lines += ["", "Noise optimisation (the few-step presets): ms / Adam step = a pass through the whole sampler, "
+                      "decoder and extractor with its backward (and the Adam step); last pass = forward only; s / "
+                      "image = optimization_steps Adam steps + the last pass, per generation (the batch's time / "
+                      "batch); every pass's image scored as the best-image candidate.", "",
+                  "| prior | px | weights held | sampler | precision | batch | grad ckpt | ms / Adam step | ms / last "
+                  "pass | s / image | peak alloc GiB | peak reserved GiB | device used GiB | fits | note |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in noise:
+            head = (f"| {r['prior']} | {r['resolution']} | {r['held']} | {r['variant']} x {r['optimization_steps']} "
+                    f"| {r['precision']} | {r['batch']} | {r['ckpt']} |")
+            if "ms" not in r:
+                lines.append(f"{head} - | - | - | - | - | - | {'no' if r.get('oom') else '-'} | {r['error']} |")
+                continue
+            lines.append(f"{head} {r['ms']:.1f} | {r['ms_last']:.1f} | {r['ms_image'] / 1000:.2f} | "
+                         f"{gib(r, 'peak_alloc_gib')} | {gib(r, 'peak_reserved_gib')} | {gib(r, 'device_used_gib')} | "
+                         f"{r.get('fits', 'n/a')} | {'' if r['finite'] else 'non-finite output/gradient'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -536,13 +719,13 @@ def modern_main(args, device: torch.device, gpu: str, out_dir: Path, began: floa
     benchmarks/scale.py measured for real."""
     import diffusers
     families, held = args.families.split(","), args.held.split(",")
-    variants = args.variants.split(",") if args.variants else list(MODERN_VARIANTS)
+    variants = args.variants.split(",") if args.variants else list(ALL_VARIANTS)
     resolutions, batches = [int(r) for r in args.resolutions.split(",")], [int(b) for b in args.batches.split(",")]
-    dtypes, ckpts = args.dtypes.split(","), [{"off": False, "on": True}[c] for c in args.checkpointing.split(",")]
-    if set(families) - set(MODERN) or set(variants) - set(MODERN_VARIANTS) or set(held) - {"fp32", "bf16"} or \
-            set(dtypes) - {"bf16", "fp32"}:
-        raise SystemExit(f"--families from {','.join(MODERN)}; --variants from {','.join(MODERN_VARIANTS)}; --held "
-                         f"and --dtypes from fp32,bf16")
+    dtypes, ckpts = args.dtypes.split(","), args.checkpointing.split(",")
+    if set(families) - set(MODERN) or set(variants) - set(ALL_VARIANTS) or set(held) - {"fp32", "bf16"} or \
+            set(dtypes) - {"bf16", "fp32"} or set(ckpts) - {"off", "on", "prior"}:
+        raise SystemExit(f"--families from {','.join(MODERN)}; --variants from {','.join(ALL_VARIANTS)}; --held "
+                         f"and --dtypes from fp32,bf16; --checkpointing from off,on,prior")
     scale = "tiny" if args.tiny else "full"
     md_path, jsonl_path = out_dir / "gpu-modern.md", out_dir / "gpu-modern.jsonl"
     jsonl_path.write_text("")
@@ -554,8 +737,10 @@ def modern_main(args, device: torch.device, gpu: str, out_dir: Path, began: floa
         f"- device: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
         f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}",
         "- per case: as benchmarks/scale.py estimates it (benchmarks/results/scale.md): guided_output + scoring the "
-        f"candidate at the middle step of the preset's schedule, w = 4; {args.warmup} warm-up + {args.iters} timed "
-        "iterations, median; peaks over the timed ones, weights included; device used = total - free after them; "
+        "candidate at the middle step of the preset's schedule, w = 4; noise optimisation (the few-step presets): "
+        "NoiseOptimization.generate with 1 and with 0 Adam steps (the preset's lr, norm weight, checkpointing as the "
+        f"case's); {args.warmup} warm-up + {args.iters} timed "
+        "calls, median; peaks over the timed ones, weights included; device used = total - free after them; "
         "weights held: the denoiser's (fp32 as the priors hold them; bf16 cast); fits: the smallest card (N x 1e9 "
         "bytes) >= device used, tight = only peak alloc + context",
     ]
@@ -570,7 +755,10 @@ def modern_main(args, device: torch.device, gpu: str, out_dir: Path, began: floa
             description, build = extractors[family] if extractors else (settings["extractor"],
                                                                         partial(modern_extractor, family))
             extractor = build().to(device)
-            header.append(f"- {spec['name']} ({spec['preset']}, {settings['steps']} steps): {spec['denoiser']} "
+            how = f"{settings['steps']} step{'s' if settings['steps'] > 1 else ''}"
+            if settings["sampler"]:
+                how += f", noise optimisation x {settings['sampler_args']['optimization_steps']} Adam steps"
+            header.append(f"- {spec['name']} ({spec['preset']}, {how}): {spec['denoiser']} "
                           f"{millions(denoiser):,.1f}M + VAE {millions(vae):.1f}M parameters; extractor {description}, "
                           f"{millions(extractor.network):.1f}M, input {extractor.preprocess.size}, autocast "
                           f"{extractor.autocast}")
@@ -579,18 +767,19 @@ def modern_main(args, device: torch.device, gpu: str, out_dir: Path, began: floa
                 hold(denoiser, torch.float32 if dtype == "fp32" else torch.bfloat16)
                 for resolution in resolutions:
                     prior = modern_prior(family, folder, resolution, denoiser, vae).to(device)
-                    for variant in variants:
+                    for variant in family_variants(family, variants):
                         for ckpt in ckpts:
-                            set_checkpointing(prior, ckpt)
+                            if ckpt == "prior" and variant not in NOISE_VARIANTS:  # the same as on there
+                                continue
+                            set_checkpointing(prior, ckpt != "off")
                             for precision in dtypes:
                                 for batch in batches:
                                     row = {"family": family, "prior": spec["name"], "resolution": resolution,
-                                           "held": dtype, "variant": variant, "batch": batch, "ckpt": "on" if ckpt
-                                           else "off", "precision": "bf16 autocast" if precision == "bf16" else
-                                           "float32"}
-                                    build = partial(FeatureInversion, prior, extractor,
-                                                    guidance=VARIANTS[variant](None),
-                                                    num_inference_steps=settings["steps"], progress=False)
+                                           "held": dtype, "variant": variant, "batch": batch, "ckpt": ckpt,
+                                           "precision": "bf16 autocast" if precision == "bf16" else "float32"}
+                                    if variant in NOISE_VARIANTS:
+                                        row["optimization_steps"] = settings["sampler_args"]["optimization_steps"]
+                                    build = partial(modern_module, family, prior, extractor, variant, ckpt == "on")
                                     if attempt(row, build, batch, precision, device, args, began) and \
                                             "device_used_gib" in row:
                                         row["fits"] = card_fit(row)
@@ -615,9 +804,11 @@ def main(argv: list[str] | None = None, extractors: dict | None = None, modern_e
     parser.add_argument("--dtypes", default="bf16", help="comma list of bf16 (autocast) and fp32")
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--variants", default=None, help=f"default: {','.join(VARIANTS)}; --modern: "
-                                                         f"{','.join(MODERN_VARIANTS)}")
+                                                         f"{','.join(ALL_VARIANTS)} (each family those its preset runs)")
     parser.add_argument("--extractors", default="clip_rn50,resnet50,vit_h14_518_bf16")
-    parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing of UNet + VAE: off,on")
+    parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing of UNet + VAE: off,on; "
+                                                                  "--modern also prior: noise optimisation with the "
+                                                                  "prior's only (on: also the sampler's)")
     parser.add_argument("--throughput", default="channels_last,compile",
                         help="options measured on the first variant and the resnet50 (else first) extractor")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile case")
@@ -640,13 +831,13 @@ def main(argv: list[str] | None = None, extractors: dict | None = None, modern_e
     builders = extractors or EXTRACTORS
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtypes, batches = args.dtypes.split(","), [int(b) for b in args.batches.split(",")]
-    ckpts = [{"off": False, "on": True}[c] for c in args.checkpointing.split(",")]
+    ckpts = [{"off": False, "on": True}.get(c) for c in args.checkpointing.split(",")]
     names, variants = args.extractors.split(","), (args.variants or ",".join(VARIANTS)).split(",")
     options = [o for o in args.throughput.split(",") if o]
-    if set(dtypes) - {"bf16", "fp32"} or set(names) - set(builders) or set(variants) - set(VARIANTS) or \
-            set(options) - {"channels_last", "compile"}:
+    if not args.modern and (set(dtypes) - {"bf16", "fp32"} or set(names) - set(builders) or None in ckpts or
+                            set(variants) - set(VARIANTS) or set(options) - {"channels_last", "compile"}):
         parser.error(f"--dtypes from bf16,fp32; --extractors from {','.join(builders)}; --variants from "
-                     f"{','.join(VARIANTS)}; --throughput from channels_last,compile")
+                     f"{','.join(VARIANTS)}; --checkpointing from off,on; --throughput from channels_last,compile")
     out_dir = Path(args.out or os.environ.get("OUT") or ROOT / "runs")
     out_dir.mkdir(parents=True, exist_ok=True)
 

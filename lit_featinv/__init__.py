@@ -23,9 +23,9 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "method.constructions": ["Construction", "Interpolation", "Arithmetic", "FolderMean", "Direction"],
     "method.trust": ["PriorScore"],
     "method.particles": ["ParticleSampler", "LinearParticleSampler"],
+    "method.noise_optimization": ["NoiseOptimization"],
     "runs.data": ["TargetData"],
     "runs.writer": ["InversionWriter"],
     "runs.results": ["Inversion"],
     "module": ["FeatureInversion"],
-    "noise_optimization": ["NoiseOptimization"],
 })

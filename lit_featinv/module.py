@@ -19,6 +19,7 @@ from .method.guidance import Guidance, UNetGradient
 from .method.loop import Iteration, reverse_loop
 from .method.losses import FeatureLoss, SquaredL2
 from .method.measure import metrics, to_uint8, track_best
+from .method.noise_optimization import NoiseOptimization
 from .method.particles import ParticleSampler
 from .method.records import BestImage, Trajectory, defined
 from .method.sampling import check_timesteps, fork, generators, model_input, prediction_type, sample_seed
@@ -83,7 +84,9 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         check_classifiers: the names in ``checks`` whose features are class scores (logits or probabilities).
         sampler: null: each generation on its own (the paper's); a :class:`~lit_featinv.method.particles.ParticleSampler`
             (``lit_featinv.ParticleSampler``): a target's generations are particles, weighted by potentials on their
-            loss and resampled, so that the saved ones sample the feature's posterior.
+            loss and resampled, so that the saved ones sample the feature's posterior; or
+            :class:`~lit_featinv.method.noise_optimization.NoiseOptimization`: each generation's initial noise
+            optimised through the plain sampler instead of guidance (few-step priors).
 
     Best-image candidates are scored as they will be saved (clamped, 8-bit) with float32 features, whatever the
     Trainer's precision; so are targets and the reported metrics.
@@ -96,7 +99,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
                  best_from_guided: bool = False, stop_cosine: float | None = None, finish_unguided: bool = False,
                  progress: bool = True, prior_score: PriorScore | None = lazy_instance(PriorScore),
                  checks: dict[str, FeatureExtractor] | None = None, check_classifiers: list[str] | None = None,
-                 sampler: ParticleSampler | None = None):
+                 sampler: ParticleSampler | NoiseOptimization | None = None):
         super().__init__()
         for key, value in (("early_recurrence", early_recurrence), ("samples_per_target", samples_per_target),
                            ("num_inference_steps", num_inference_steps), ("early_steps", early_steps + 1)):
@@ -116,10 +119,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             raise ConfigError("model.finish_unguided", "finishes the generations that reach model.stop_cosine: set "
                                                        "a stop_cosine too")
         if sampler is not None:
-            sampler.check(samples_per_target)
-            if stop_cosine is not None:
-                raise ConfigError("model.stop_cosine", "particles (model.sampler) run every step together: set "
-                                                       "stop_cosine: null")
+            sampler.check(samples_per_target, stop_cosine, num_inference_steps, prior)
         self.sampler = sampler
         self.prior, self.extractor, self.loss = prior, extractor, loss or SquaredL2()
         history = [a for a in ("ets", "model_outputs", "derivatives", "prev_derivative") if hasattr(prior.scheduler, a)]
@@ -215,6 +215,8 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         -1: never; its trajectory, :class:`~lit_featinv.method.records.Trajectory`). With ``model.sampler``, the rows
         are ``len(groups)`` targets' particles (target-major; ``groups``: each target's resampling seed), and
         ``particles`` says which to save (:meth:`~lit_featinv.method.particles.ParticleState.choose`)."""
+        if self.sampler is not None and self.sampler.generates:  # another way of generating: not the guided loop
+            return self.sampler.generate(self, target, seeds, STOP.check)
         gens = generators(seeds)
         state = self.sampler.start(len(groups), groups, self.device, target[::self.sampler.particles],
                                    self.extractor) if self.sampler is not None else None
@@ -345,7 +347,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
         target run and ``samples_per_target`` of them are saved (:class:`~lit_featinv.method.particles.ParticleSampler`),
         each with its ``weight`` and its target's ``particles`` record; a saved generation's ``nfe`` and
         ``unet_backward`` are its target's total over the saved count."""
-        per = self.sampler.particles if self.sampler is not None else self.samples_per_target
+        per = self.sampler.rows(self.samples_per_target) if self.sampler is not None else self.samples_per_target
         rows = [(n, j) for n in range(len(ids)) for j in range(per)]
         seeds = [sample_seed(self.seed, ids[n], j) for n, j in rows]
         groups = [sample_seed(self.seed, i, -1) for i in ids] if self.sampler is not None else None

@@ -24,3 +24,38 @@ def test_gpu_script_measures_every_case_on_tiny_models(tmp_path, sd_prior, open_
     assert "- command: `python benchmarks/gpu.py --device cpu" in text
     assert len(re.findall(r"^\| \w+(\+tiny_decoder)? \| \w+ \| bf16 autocast \| [14] \| (on|off) \| .+ \| [0-9.]+ \| "
                           r"[0-9.]+ \| n/a \| n/a \| n/a \| n/a \|  \|$", text, re.M)) == len(rows)
+
+
+def test_modern_few_step_families_are_the_published_models_and_presets():
+    """benchmarks/gpu.py's full-size SD 3.5 Large (Turbo) transformer is the published one (its state dict: the
+    16,292,561,536 bytes of the Large Turbo transformer's bf16 safetensors index), FLUX.1-schnell's is FLUX.1-dev's
+    without the guidance embedder, the few-step schedulers are the ones tests/tiny_pipelines.py quotes, and the
+    families run their presets' noise optimisation."""
+    import diffusers
+    import torch
+    from tiny_pipelines import FLUX_SCHNELL_SCHEDULER, SD35_TURBO_SCHEDULER, SDXL_TURBO_SCHEDULER
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+    with torch.device("meta"):
+        large = diffusers.SD3Transformer2DModel(**gpu.SD35_LARGE)
+    assert 2 * sum(v.numel() for v in large.state_dict().values()) == 16_292_561_536
+    assert gpu.FLUX_SCHNELL == gpu.FLUX_DEV | {"guidance_embeds": False} and gpu.MODERN["sdxl_turbo"]["config"] == \
+        gpu.SDXL_UNET
+    for family, quoted in (("sdxl_turbo", SDXL_TURBO_SCHEDULER), ("sd35_large_turbo", SD35_TURBO_SCHEDULER),
+                           ("flux_schnell", FLUX_SCHNELL_SCHEDULER)):
+        assert gpu.MODERN[family]["scheduler"] == {k: v for k, v in quoted.items() if k != "_diffusers_version"}
+    settings = {f: gpu.modern_settings(f) for f in ("sdxl_turbo", "sd35_large_turbo", "flux_schnell")}
+    assert {f: (s["steps"], s["resolution"], s["batch"], s["held"], s["sampler"], s["guidance"],
+                s["sampler_args"]["optimization_steps"]) for f, s in settings.items()} == {
+        "sdxl_turbo": (1, 512, 4, "fp32", "NoiseOptimization", None, 50),
+        "sd35_large_turbo": (4, 1024, 1, "bf16", "NoiseOptimization", None, 30),
+        "flux_schnell": (4, 1024, 1, "bf16", "NoiseOptimization", None, 30)}
+    assert [gpu.family_variants(f, gpu.ALL_VARIANTS) for f in ("flux", "flux_schnell")] == [
+        ["unet_gradient", "clean_estimate"], ["noise_optimization"]]
+    import open_clip  # SigLIP's tokenizer is a Hugging Face one (a hub download): none while its extractor is built
+    own = open_clip.get_tokenizer
+    with gpu.no_hub_tokenizer("ViT-SO400M-14-SigLIP-384"):
+        assert open_clip.get_tokenizer("ViT-SO400M-14-SigLIP-384") is None
+    with gpu.no_hub_tokenizer("ViT-L-14"):
+        assert open_clip.get_tokenizer is own
+    assert open_clip.get_tokenizer is own

@@ -14,7 +14,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "lit_featinv"
 # lowest first: a module may import its own layer and lower ones, never a higher one
 LAYERS = [("lit_featinv", "lit_featinv.lazy", "lit_featinv.errors", "lit_featinv.config"), ("lit_featinv.models",),
-          ("lit_featinv.method",), ("lit_featinv.runs",), ("lit_featinv.module", "lit_featinv.noise_optimization"), ("lit_featinv.analysis",),
+          ("lit_featinv.method",), ("lit_featinv.runs",), ("lit_featinv.module",), ("lit_featinv.analysis",),
           ("lit_featinv.app", "lit_featinv.__main__")]
 SUBPACKAGES = ["models", "method", "runs", "analysis", "app"]
 MAX_LINES = 400

@@ -32,6 +32,17 @@ FLUX_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_
                   "base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
                   "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True}
 
+# The few-step models' scheduler/scheduler_config.json as their repositories publish them. stabilityai/sdxl-turbo:
+# EulerAncestralDiscreteScheduler with trailing spacing (diffusers PR #6121 links it as the scheduler SDXL-Turbo needs,
+# candle PR #1390 ports it for SDXL-Turbo's one step; the other keys are SDXL base's). black-forest-labs/FLUX.1-schnell:
+# FLUX.1-dev's keys with shift 1.0 and no dynamic shifting (schnell's timesteps do not depend on the resolution).
+# stabilityai/stable-diffusion-3.5-large-turbo: SD3's four keys, shift 3.0 (as SD 3.5 Large).
+SDXL_TURBO_SCHEDULER = SDXL_SCHEDULER | {"_class_name": "EulerAncestralDiscreteScheduler",
+                                         "_diffusers_version": "0.24.0.dev0", "timestep_spacing": "trailing"}
+FLUX_SCHNELL_SCHEDULER = FLUX_SCHEDULER | {"_diffusers_version": "0.29.0.dev0", "shift": 1.0,
+                                           "use_dynamic_shifting": False}
+SD35_TURBO_SCHEDULER = SD3_SCHEDULER | {"_diffusers_version": "0.31.0.dev0"}
+
 T5_PIECES = ["▁", "l", "o", "w", "e", "r", "▁low", "er", "▁new", "s", "t", "i", "d", "n", "a", "▁a"]
 
 
@@ -83,7 +94,7 @@ def write_scheduler(folder: Path, config: dict) -> Path:
     return folder
 
 
-def save_sdxl(folder: Path) -> Path:
+def save_sdxl(folder: Path, scheduler_config: dict = SDXL_SCHEDULER) -> Path:
     """SDXL's layout: UNet with text_time conditioning (time ids 6 x 8 + pooled 20), CLIP 16-wide + 24-wide (with
     projection 20) side by side (40), VAE 4 latent channels, SDXL's scaling factor."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -94,14 +105,14 @@ def save_sdxl(folder: Path) -> Path:
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
                                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
                                 projection_class_embeddings_input_dim=6 * 8 + 20, transformer_layers_per_block=(1, 1))
-    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER)
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER)  # the folder gets scheduler_config verbatim
     StableDiffusionXLPipeline(vae=vae(4, 0.13025), text_encoder=clip_encoder(16), text_encoder_2=clip_encoder(24, 20),
                               tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet,
                               scheduler=scheduler).save_pretrained(folder)
-    return write_scheduler(folder, SDXL_SCHEDULER)
+    return write_scheduler(folder, scheduler_config)
 
 
-def save_sd3(folder: Path) -> Path:
+def save_sd3(folder: Path, scheduler_config: dict = SD3_SCHEDULER) -> Path:
     """SD 3.5 medium's layout: MMDiT (2x2 patches, dual attention in the first block, RMS QK norm, positions up to 8x8
     patches), CLIP 16 + 24 wide (projections 16 + 20: pooled 36), T5 48 wide, VAE 16 latent channels with shift."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -116,10 +127,10 @@ def save_sd3(folder: Path) -> Path:
                              tokenizer=clip_tokenizer(), text_encoder_2=clip_encoder(24, 20),
                              tokenizer_2=clip_tokenizer(), text_encoder_3=t5_encoder(48),
                              tokenizer_3=t5_tokenizer()).save_pretrained(folder)
-    return write_scheduler(folder, SD3_SCHEDULER)
+    return write_scheduler(folder, scheduler_config)
 
 
-def save_flux(folder: Path, guidance_embeds: bool = True) -> Path:
+def save_flux(folder: Path, guidance_embeds: bool = True, scheduler_config: dict = FLUX_SCHEDULER) -> Path:
     """FLUX.1-dev's layout: transformer on 2x2-packed 16-channel latents (64 in), guidance embedding, T5 48 wide, CLIP
     16 wide (pooled 16), VAE 16 latent channels with shift, no quant convs."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
@@ -132,4 +143,4 @@ def save_flux(folder: Path, guidance_embeds: bool = True) -> Path:
                  vae=vae(16, 0.3611, 0.1159, quant_conv=False), text_encoder=clip_encoder(16),
                  tokenizer=clip_tokenizer(), text_encoder_2=t5_encoder(48), tokenizer_2=t5_tokenizer(),
                  transformer=transformer).save_pretrained(folder)
-    return write_scheduler(folder, FLUX_SCHEDULER)
+    return write_scheduler(folder, scheduler_config)

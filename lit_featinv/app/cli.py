@@ -24,7 +24,6 @@ from ..errors import config_error, did_you_mean, parse_error
 from ..method.sampling import check_timesteps
 from ..models.priors import DiffusionPrior, load_scheduler
 from ..module import FeatureInversion
-from ..noise_optimization import NoiseOptimization  # noqa: F401 (help lists it as a FeatureInversion, always)
 from ..runs.data import TargetData
 from ..runs.folder import RunFolder, first_process
 from ..runs.signals import NOTHING_YET, STOP, StopRequested

@@ -22,6 +22,34 @@ from .sampling import join_prediction, split_prediction
 from .schedules import per_step
 
 
+def load_tiny_decoder(source: str | None, subfolder: str | None, key: str):
+    """A cheaper decoder for the gradient (a diffusers ``AutoencoderTiny`` folder or hub id), frozen; None: none."""
+    if source is None:
+        return None
+    from diffusers import AutoencoderTiny
+    return load_pretrained(AutoencoderTiny, source, key, subfolder=subfolder,
+                           torch_dtype=torch.float32).requires_grad_(False).eval()
+
+
+def check_tiny_decoder(decoder, prior, key: str) -> None:
+    """A cheaper ``decoder`` (None: nothing to check) reads the prior's latents and gives images of the prior
+    decoder's shape; else one line naming ``key``."""
+    if decoder is None:
+        return
+    if not hasattr(prior, "vae"):
+        raise ConfigError(key, f"{type(prior).__name__} is a pixel-space prior: there is no decoder to replace")
+    latent = torch.zeros(1, prior.sample_shape[0], 8, 8)
+    with torch.no_grad():
+        want = tuple(prior.decode(latent.to(prior.vae.device)).shape)
+        try:
+            got = tuple(decode_latents(decoder, latent.to(decoder.device)).shape)
+        except RuntimeError as err:
+            got = f"an error ({str(err).splitlines()[0]})"
+    if got != want:
+        raise ConfigError(key, f"does not fit the prior: an 8x8 latent with {prior.sample_shape[0]} channels decodes "
+                               f"to {got}, the prior's VAE gives {want}")
+
+
 class Guidance(nn.Module):
     """The paper's shaping and weight schedule; subclasses say which gradient (:meth:`gradient`) and whether it goes
     through the UNet (``through_unet``, for the cost in metrics).
@@ -58,32 +86,14 @@ class Guidance(nn.Module):
         self.scale, self.start, self.stop = scale, start, stop
         self.scales: list[float] | None = None  # one per step, from check()
         self.rescale, self.clip_theta = rescale, clip_theta
-        self.decoder = None
-        if decoder is not None:
-            from diffusers import AutoencoderTiny
-            self.decoder = load_pretrained(AutoencoderTiny, decoder, "model.guidance.decoder", subfolder=decoder_subfolder,
-                                           torch_dtype=torch.float32).requires_grad_(False).eval()
+        self.decoder = load_tiny_decoder(decoder, decoder_subfolder, "model.guidance.decoder")
 
     def check(self, num_steps: int, prior=None) -> None:
         """A per-step ``scale`` fits the steps (one value each, or pieces from step 0); the guidance's own decoder
         reads the prior's latents and gives images of the prior decoder's shape."""
         self.scales = per_step(self.scale, num_steps, "model.guidance.scale")
-        if self.decoder is None or prior is None:
-            return
-        if not hasattr(prior, "vae"):
-            raise ConfigError("model.guidance.decoder", f"{type(prior).__name__} is a pixel-space prior: there is "
-                                                        f"no decoder to replace")
-        latent = torch.zeros(1, prior.sample_shape[0], 8, 8)
-        with torch.no_grad():
-            want = tuple(prior.decode(latent.to(prior.vae.device)).shape)
-            try:
-                got = tuple(self.tiny_decode(latent.to(self.decoder.device)).shape)
-            except RuntimeError as err:
-                got = f"an error ({str(err).splitlines()[0]})"
-        if got != want:
-            raise ConfigError("model.guidance.decoder", f"does not fit the prior: an 8x8 latent with "
-                                                        f"{prior.sample_shape[0]} channels decodes to {got}, the "
-                                                        f"prior's VAE gives {want}")
+        if prior is not None:
+            check_tiny_decoder(self.decoder, prior, "model.guidance.decoder")
 
     def tiny_decode(self, sample: torch.Tensor) -> torch.Tensor:
         """The guidance's own decoder: a (clean) latent sample -> image in [-1, 1], differentiable."""

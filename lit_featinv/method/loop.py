@@ -1,6 +1,7 @@
 """The guided reverse loop as one plain function: the scheduler's steps, K guided iterations per step (re-noising back
-to t between them), samples leaving the batch when a callback says so. What is guided, kept and shown is the
-caller's (:class:`~lit_featinv.module.FeatureInversion` passes the guidance, best-image tracking and stopping)."""
+to t between them; one unguided iteration at pure noise), samples leaving the batch when a callback says so. What is
+guided, kept and shown is the caller's (:class:`~lit_featinv.module.FeatureInversion` passes the guidance, best-image
+tracking and stopping)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ def reverse_loop(guided: Callable, scheduler, sample: torch.Tensor, gens: list[t
     space = noise_space(scheduler)
     for i, t in enumerate(progress(scheduler.timesteps)):
         abar, abar_prev = alpha_bar(scheduler, i).to(sample), alpha_bar(scheduler, i + 1).to(sample)
-        w, iterations = weight(i) if abar > 0 else 0.0, iterations_at(i)  # pure noise (abar 0) has no x0 to guide
+        # pure noise (abar 0) has no x0 to guide, and re-noising to it draws fresh noise: one unguided iteration
+        w, iterations = (weight(i), iterations_at(i)) if abar > 0 else (0.0, 1)
         output, done = torch.zeros_like(sample), coast.clone()  # done: this step's output is fixed
         for k in range(iterations):
             act = ~done

@@ -79,8 +79,14 @@ class ParticleSampler:
         self.particles, self.lam, self.potential = particles, lam, potential
         self.ess_threshold, self.final, self.correct_proposal = ess_threshold, final, correct_proposal
 
-    def check(self, saved: int) -> None:
-        """``saved`` generations per target can be taken from the particles."""
+    generates = False  # steers the guided loop (FeatureInversion.generate), does not replace it
+
+    def check(self, saved: int, stop_cosine: float | None = None, steps: int | None = None, prior=None) -> None:
+        """``saved`` generations per target can be taken from the particles (called by
+        :class:`~lit_featinv.FeatureInversion`)."""
+        if stop_cosine is not None:
+            raise ConfigError("model.stop_cosine", "particles (model.sampler) run every step together: set "
+                                                   "stop_cosine: null")
         if saved > self.particles:
             raise ConfigError("model.samples_per_target", f"{saved} saved generations from {self.particles} particles "
                                                           f"(model.sampler.particles): give at least as many particles")
@@ -88,6 +94,10 @@ class ParticleSampler:
             raise ConfigError("model.sampler.final", f"'weights' saves every particle with its weight: set "
                                                      f"model.samples_per_target to {self.particles} (particles), or "
                                                      f"final: resample")
+
+    def rows(self, saved: int) -> int:
+        """Generations run per target: the particles."""
+        return self.particles
 
     def start(self, targets: int, seeds: list[int], device, features: torch.Tensor | None = None,
               extractor=None) -> "ParticleState":

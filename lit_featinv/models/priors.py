@@ -3,15 +3,29 @@ from __future__ import annotations
 
 import copy
 
+import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, AutoModel
+from diffusers import AutoencoderKL
 from torch import nn
 
 from ..config import import_object
 from ..errors import ConfigError
 from .loading import load_pretrained
 
+DIFFUSERS_FLOOR = "0.33.0"  # the first release with every name the package imports (AutoModel; pyproject's floor)
+
+
+def check_diffusers() -> None:
+    """One line naming the installed and the required diffusers where the installed one is older than the floor."""
+    from packaging.version import Version
+    if Version(diffusers.__version__) < Version(DIFFUSERS_FLOOR):
+        raise ImportError(f"lit_featinv needs diffusers>={DIFFUSERS_FLOOR} (diffusers.AutoModel), but diffusers "
+                          f"{diffusers.__version__} is installed: pip install -U 'diffusers>={DIFFUSERS_FLOOR}'")
+
+
+check_diffusers()  # before a missing name fails in a longer message
+from diffusers import AutoModel  # noqa: E402 (after the check: older releases lack it)
 
 FLOW = "flow_prediction"  # a flow-matching model's output, the velocity v = eps - x0 (diffusers' name)
 
@@ -43,18 +57,32 @@ def vp_alpha_bar(sigma: torch.Tensor) -> torch.Tensor:
     return (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma ** 2)
 
 
+def latent_stats(vae, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The VAE config's per-channel ``latents_mean`` and ``latents_std`` [1, C, 1, 1] (e.g. Playground v2.5), where it
+    has both, as ``StableDiffusionXLPipeline`` reads them; None otherwise."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    return tuple(torch.tensor(v).view(1, -1, 1, 1).to(like.device, like.dtype) for v in (mean, std))
+
+
 def decode_latents(vae, sample: torch.Tensor) -> torch.Tensor:
-    """A diffusers autoencoder's decode of a sample in the UNet's latent space (its config's scale and shift undone)
-    -> image in [-1, 1], float32, differentiable."""
-    cfg = vae.config
+    """A diffusers autoencoder's decode of a sample in the UNet's latent space (its config's scale and shift, or its
+    latents' mean and std, undone as diffusers' pipelines do) -> image in [-1, 1], float32, differentiable."""
+    cfg, stats = vae.config, latent_stats(vae, sample)
+    if stats is not None:  # StableDiffusionXLPipeline: z * std / scaling_factor + mean
+        return vae.decode(sample * stats[1] / cfg.scaling_factor + stats[0]).sample.float()
     return vae.decode(sample / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)).sample.float()
 
 
 def encode_latents(vae, image: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`decode_latents`: an image in [-1, 1] -> the mean of the autoencoder's latent distribution
-    in the UNet's latent space (its config's shift and scale applied), float32."""
+    in the UNet's latent space (its config's shift and scale, or its latents' mean and std, applied), float32."""
     cfg = vae.config
     mean = vae.encode(image).latent_dist.mean
+    stats = latent_stats(vae, mean)
+    if stats is not None:  # StableDiffusionXLImg2ImgPipeline: (latents - mean) * scaling_factor / std
+        return ((mean - stats[0]) * cfg.scaling_factor / stats[1]).float()
     return ((mean - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor).float()
 
 
@@ -242,7 +270,8 @@ class FlowMatchingView(DiffusionPrior):
     flow-matching model: x_flow = x / (sqrt(abar) + sqrt(1 - abar)) at sigma = :func:`flow_sigma` (abar), the
     velocity eps - x0. Its scheduler is ``FlowMatchEulerDiscreteScheduler`` over the sigmas of the model's own
     timesteps for N steps (as ``spacing`` spaces them), so that unguided Euler on the view is DDIM (eta 0) on the
-    model: the flow-matching code path checked on real learned weights.
+    model: the flow-matching code path checked on real learned weights. Started as flow models are, from N(0, 1) in
+    flow space, it starts from DDIM's start scaled by sqrt(abar) + sqrt(1 - abar) (1.029 at t = 980).
 
     Args:
         pretrained, unet_subfolder, scheduler_subfolder, gradient_checkpointing, channels_last, compile: as
@@ -283,5 +312,7 @@ class FlowMatchingView(DiffusionPrior):
         abar = vp_alpha_bar(torch.as_tensor(t, dtype=torch.float64).cpu() / self.scheduler.config.num_train_timesteps)
         a, s = float(abar.sqrt()), float((1 - abar).sqrt())
         x = sample * (a + s)
-        eps = self.unet(x, self.model_timestep(abar), **self.unet_kwargs(sample.shape[0])).sample.float()
+        t_model = self.model_timestep(abar)  # a tensor: UNet2DModel truncates a Python number to an integer
+        t_model = torch.tensor(t_model, dtype=torch.long if t_model.is_integer() else torch.float32, device=x.device)
+        eps = self.unet(x, t_model, **self.unet_kwargs(sample.shape[0])).sample.float()
         return eps - (x - s * eps) / a

@@ -11,10 +11,12 @@ import yaml
 from conftest import ROOT, ZOO, register_tiny_clip_vit, save_pixel_prior, save_timm, write_images
 from lit_featinv import FeatureInversion
 from lit_featinv.config import import_object
+from lit_featinv.method import noise_optimization
 from lit_featinv.models.priors import FLOW
 from lit_featinv.app.cli import main
 
-from tiny_pipelines import save_flux, save_sd3, save_sdxl
+from tiny_pipelines import (FLUX_SCHNELL_SCHEDULER, SD35_TURBO_SCHEDULER, SDXL_TURBO_SCHEDULER, save_flux, save_sd3,
+                            save_sdxl)
 
 PRESETS = sorted(p.relative_to(ROOT / "configs").as_posix()[:-5] for p in (ROOT / "configs").rglob("*.yaml"))
 EARLY_RECURRENCE = 2  # instead of the paper's 1000 for the first steps
@@ -41,7 +43,7 @@ def tiny_sources(tmp_path_factory, sd_prior, open_clip_name, latent_prior):
 @pytest.fixture(scope="module")
 def modern_sources(tmp_path_factory) -> dict:
     """Tiny stand-ins for the modern presets' sources (built only for them): SDXL, SD 3.5 and FLUX.1-dev pipeline
-    folders with the real scheduler configs (tests/tiny_pipelines.py), a random timm ViT of DINOv2's
+    folders and their few-step models' (SDXL-Turbo, SD 3.5 Large Turbo, FLUX.1-schnell) with the real scheduler configs (tests/tiny_pipelines.py), a random timm ViT of DINOv2's
     architecture (patch 14, 28 px) and a random open_clip ViT (patch 14, 28 px) registered by name."""
     folder = tmp_path_factory.mktemp("modern_sources")
     register_tiny_clip_vit(folder)
@@ -50,7 +52,11 @@ def modern_sources(tmp_path_factory) -> dict:
     return {"stabilityai/stable-diffusion-xl-base-1.0": str(save_sdxl(folder / "sdxl")),
             "stabilityai/stable-diffusion-3.5-medium": str(save_sd3(folder / "sd35")),
             "black-forest-labs/FLUX.1-dev": str(save_flux(folder / "flux")),
-            "vit_base_patch14_dinov2.lvd142m": f"local-dir:{dinov2}", "ViT-L-14": "tiny-clip-vit"}
+            "stabilityai/sdxl-turbo": str(save_sdxl(folder / "sdxl_turbo", SDXL_TURBO_SCHEDULER)),
+            "stabilityai/stable-diffusion-3.5-large-turbo": str(save_sd3(folder / "sd35_turbo", SD35_TURBO_SCHEDULER)),
+            "black-forest-labs/FLUX.1-schnell": str(save_flux(folder / "schnell", False, FLUX_SCHNELL_SCHEDULER)),
+            "vit_base_patch14_dinov2.lvd142m": f"local-dir:{dinov2}", "ViT-L-14": "tiny-clip-vit",
+            "ViT-SO400M-14-SigLIP-384": "tiny-clip-vit"}
 
 
 def tiny_overrides(preset: dict, sources: dict, images) -> dict:
@@ -71,14 +77,17 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
                                                            "crop": 32}}  # the preprocessing stays
     if isinstance(extractor.get("pretrained"), str):  # open_clip weight tag (timm's is a bool: the stand-in's own)
         tiny_extractor["pretrained"] = None
-    init_args = {"prior": {"init_args": {} if exact else {"pretrained": sources[prior["pretrained"]]}},
+    tiny_prior = {} if exact else {"pretrained": sources[prior["pretrained"]]}
+    if prior.get("resolution"):  # the tiny pipelines' own 16 px, not the real model's
+        tiny_prior["resolution"] = None
+    init_args = {"prior": {"init_args": tiny_prior},
                  "extractor": {"init_args": tiny_extractor}, "progress": False}
     if model.get("early_steps"):
         init_args["early_recurrence"] = EARLY_RECURRENCE
     if model["num_inference_steps"] >= 1000:
         init_args["recurrence"] = LONG_RECURRENCE
     trainer = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
-    if model["num_inference_steps"] * model["recurrence"] > 1000:  # on the CPU bf16 is 1.5x slower than float32:
+    if model["num_inference_steps"] * model.get("recurrence", 1) > 1000:  # on the CPU bf16 is 1.5x slower than float32:
         trainer["precision"] = "32-true"                           # the long runs in float32, the fast ones as set
     data = {"limit": 1, "batch_size": 1}
     if not {"constructed", "features"} & set(preset["data"]["init_args"]) and not exact:  # targets from the preset's
@@ -89,9 +98,14 @@ def tiny_overrides(preset: dict, sources: dict, images) -> dict:
 def expected_nfe(model: dict) -> int:
     """UNet evaluations per image of a preset's ``model.init_args`` as run (its tiny overrides merged in)."""
     steps, early = model["num_inference_steps"], model.get("early_steps", 0)
+    sampler = model.get("sampler") or {}
+    if sampler.get("class_path") == "lit_featinv.NoiseOptimization":  # every Adam step passes the whole sampler
+        return steps * (sampler["init_args"]["optimization_steps"] + 1)
     per_particle = early * model.get("early_recurrence", 1) + (steps - early) * model["recurrence"]
-    sampler = (model.get("sampler") or {}).get("init_args")  # particles: a saved generation costs its share
-    return per_particle * sampler["particles"] // model["samples_per_target"] if sampler else per_particle
+    if import_object(model["prior"]["class_path"], "lit_featinv").prediction == FLOW:  # SD 3, FLUX: sigma 1 first,
+        per_particle -= (model.get("early_recurrence", 1) if early else model["recurrence"]) - 1  # one forward
+    particles = sampler.get("init_args")  # particles: a saved generation costs its share
+    return per_particle * particles["particles"] // model["samples_per_target"] if particles else per_particle
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -103,20 +117,27 @@ def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, mon
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overrides))
     monkeypatch.chdir(tmp_path)  # the presets' paths are relative to the preset file: any folder runs them
     seen = []
-    guided_output = FeatureInversion.guided_output
+    guided_output, model_input = FeatureInversion.guided_output, noise_optimization.model_input
 
     def recording(self, scheduler, sample, t, *args, **kwargs):
         seen.append(float(t))
         return guided_output(self, scheduler, sample, t, *args, **kwargs)
+
+    def recording_input(scheduler, sample, t):  # noise optimisation: each pass through the sampler
+        seen.append(float(t))
+        return model_input(scheduler, sample, t)
     monkeypatch.setattr(FeatureInversion, "guided_output", recording)
+    monkeypatch.setattr(noise_optimization, "model_input", recording_input)
     main(["predict", "--config", name, "--config", str(tmp_path / "tiny.yaml"),  # a preset by name
           "--writer.output_dir", str(tmp_path / "out"), "--trainer.default_root_dir", str(tmp_path)])
 
     model = preset["model"]["init_args"]
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == model.get("samples_per_target", 1)
-    ran = model | overrides["model"]["init_args"]
+    ran = model | overrides["model"]["init_args"] | {"prior": model["prior"]}
     assert all(r["nfe"] == expected_nfe(ran) and np.isfinite(r["cosine"]) for r in rows)
+    if "optimization_steps" in (model.get("sampler") or {}).get("init_args", {}):  # the first pass's steps
+        seen = seen[:model["num_inference_steps"]]
     steps = [t for i, t in enumerate(seen) if i == 0 or t != seen[i - 1]]
     assert len(steps) == len(set(steps)) == model["num_inference_steps"]  # every step once, in decreasing order
     flow = import_object(model["prior"]["class_path"], "lit_featinv").prediction == FLOW

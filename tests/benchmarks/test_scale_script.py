@@ -18,17 +18,23 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def tiny_modern_extractors(tmp_path_factory) -> dict:
     """Stand-ins for the modern presets' extractors, built as the scripts build the real ones (the preset's class,
     preprocessing and precision): a tiny torchvision ResNet, a tiny timm ViT of DINOv2's architecture (patch 14,
-    28 px), a tiny open_clip ViT (patch 14, 28 px)."""
+    28 px), a tiny open_clip ViT (patch 14, 28 px; also for SigLIP's open_clip preset)."""
     import gpu
     folder = tmp_path_factory.mktemp("tiny_clip_vit")
     register_tiny_clip_vit(folder)
     dinov2 = dict(img_size=28, embed_dim=32, depth=1, num_heads=2)
+    timm_vit = lambda family: lambda: gpu.modern_extractor(  # noqa: E731
+        family, model_name="vit_base_patch14_dinov2", model_kwargs=dinov2, preprocess={"resize": 28, "crop": 28})
+    clip_vit = lambda family: lambda: gpu.modern_extractor(family, model_name="tiny-clip-vit")  # noqa: E731
     return {"sdxl": ("tiny resnet", lambda: gpu.modern_extractor("sdxl", model_name="tiny_resnet",
                                                                   preprocess={"resize": 32, "crop": 32})),
-            "sd3": ("tiny dinov2", lambda: gpu.modern_extractor("sd3", model_name="vit_base_patch14_dinov2",
-                                                                 model_kwargs=dinov2,
-                                                                 preprocess={"resize": 28, "crop": 28})),
-            "flux": ("tiny clip vit", lambda: gpu.modern_extractor("flux", model_name="tiny-clip-vit"))}
+            "sd3": ("tiny dinov2", timm_vit("sd3")), "flux": ("tiny clip vit", clip_vit("flux")),
+            "sdxl_turbo": ("tiny clip vit", clip_vit("sdxl_turbo")),
+            "sd35_large_turbo": ("tiny clip vit", clip_vit("sd35_large_turbo")),
+            "flux_schnell": ("tiny dinov2", timm_vit("flux_schnell"))}
+
+
+GUIDED, FEW_STEP = ("sdxl", "sd3", "flux"), ("sdxl_turbo", "sd35_large_turbo", "flux_schnell")
 
 
 def test_the_meter_counts_fused_cpu_attention_and_the_peak_of_created_bytes():
@@ -68,8 +74,8 @@ def test_scale_script_estimates_every_case_on_tiny_models(tmp_path, tiny_modern_
     """The presets' own setting (1024 px, batch 4, checkpointing) for every prior, guidance and weight dtype; then
     checkpointing off and on, batch 1 and 4, on one prior (fake passes cost ~1 s each even for tiny models)."""
     import scale
-    assert scale.main(["--tiny", "--out", str(tmp_path), "--resolutions", "1024", "--batches", "4",
-                       "--checkpointing", "on"], extractors=tiny_modern_extractors) == 0
+    assert scale.main(["--tiny", "--out", str(tmp_path), "--families", ",".join(GUIDED), "--resolutions", "1024",
+                       "--batches", "4", "--checkpointing", "on"], extractors=tiny_modern_extractors) == 0
     rows = [json.loads(line) for line in (tmp_path / "scale.jsonl").read_text().splitlines()]
     cases = [(f, 1024, 4, "on", v) for f in ("sdxl", "sd3", "flux") for v in ("unet_gradient", "clean_estimate")]
     assert [(r["family"], r["resolution"], r["batch"], r["ckpt"], r["variant"]) for r in rows] == cases
@@ -84,9 +90,14 @@ def test_scale_script_estimates_every_case_on_tiny_models(tmp_path, tiny_modern_
                           r"[0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ \| 24 GB \| 24 GB \| [0-9,]+ \|$",
                           text, re.M)) == len(rows)
     presets = re.findall(r"^\| (modern/\w+) \| 1024 \| 4 \| on \| unet_gradient \| [0-9.]+ / [0-9.]+ \| 24 GB \| "
-                         r"24 GB \| (\d+) \| [0-9.,]+ \|$", text, re.M)
-    assert presets == [("modern/sdxl_resnet50", "200"), ("modern/sd35_medium_dinov2", "160"),
-                       ("modern/flux_dev_clip", "112")], text
+                         r"24 GB \| (\d+(?: \+ \d unguided)?) \| [0-9.,]+ \| 1/[0-9,]+ \|$", text, re.M)
+    # K = 4 at each step; flow matching's first step (sigma = 1) one unguided iteration, as the loop runs it
+    assert presets == [("modern/sdxl_resnet50", "200"), ("modern/sd35_medium_dinov2", "156 + 1 unguided"),
+                       ("modern/flux_dev_clip", "108 + 1 unguided")], text
+    rows = {r["family"]: r for r in rows if r["variant"] == "unet_gradient"}
+    assert rows["sdxl"]["unguided_iterations"] == 0 and "gflops_unguided" not in rows["sdxl"]
+    for family in ("sd3", "flux"):  # a forward and a decode: less than a guided iteration
+        assert 0 < rows[family]["gflops_unguided"] < rows[family]["gflops"] / 2
 
     assert scale.main(["--tiny", "--out", str(tmp_path), "--families", "flux", "--resolutions", "512",
                        "--variants", "unet_gradient", "--held", "fp32"], extractors=tiny_modern_extractors) == 0
@@ -98,17 +109,100 @@ def test_scale_script_estimates_every_case_on_tiny_models(tmp_path, tiny_modern_
     assert rows[4, "off"]["created_fp32"] > rows[1, "off"]["created_fp32"]
 
 
+def test_scale_script_estimates_noise_optimisation_of_the_few_step_presets(tmp_path, tiny_modern_extractors):
+    """SDXL-Turbo, SD 3.5 Large Turbo and FLUX.1-schnell with their presets' NoiseOptimization: each preset at its
+    resolution, batch 1 and 4, checkpointing as the presets (prior + sampler), a row per case and one per preset with
+    the ratio to the authors' FLOPs; then on one prior the three checkpointing settings."""
+    import scale
+    for families, resolution in (("sdxl_turbo", 512), ("sd35_large_turbo,flux_schnell", 1024)):
+        out = tmp_path / str(resolution)
+        assert scale.main(["--tiny", "--out", str(out), "--families", families, "--resolutions", str(resolution),
+                           "--batches", "1,4", "--checkpointing", "on"], extractors=tiny_modern_extractors) == 0
+        rows = [json.loads(line) for line in (out / "scale.jsonl").read_text().splitlines()]
+        assert [(r["family"], r["batch"], r["variant"]) for r in rows] == [
+            (f, b, "noise_optimization") for f in families.split(",") for b in (1, 4)]
+        for r in rows:
+            assert "error" not in r and r["gflops_step"] > r["gflops_last"] > 0, r
+            assert r["tflops_image"] == pytest.approx((r["optimization_steps"] * r["gflops_step"] + r["gflops_last"])
+                                                      / r["batch"] / 1e3)
+            assert r["resident_bf16"] < r["resident_fp32"] and r["peak_bf16"] < r["peak_fp32"]
+        one, four = rows[0], rows[1]
+        assert four["created_fp32"] > one["created_fp32"] and four["gflops_step"] > 3 * one["gflops_step"]
+        text = (out / "scale.md").read_text()
+        assert "the authors' FLOPs per image: 1.144e+05 TFLOPs, paper/resnet50" in text
+        assert "| GFLOPs / guided iteration |" not in text  # no guided case: no guided table
+        assert "## The few-step presets against the authors', the paper presets and ReNO" in text
+        assert len(re.findall(r"^- modern/\w+ \(.+\): [0-9,]+ TFLOPs per image .+ of the authors': meets the goal\.$",
+                              text, re.M)) == len(families.split(","))  # tiny models
+        assert len(re.findall(rf"^\| [\w .-]+ \| {resolution} \| [14] \| on \| (50 Adam steps x 1 step|30 Adam "
+                              r"steps x 4 steps) \| ([0-9.]+ / [0-9.]+ \| ){3}24 GB \| 24 GB \| [0-9,]+ \| [0-9,]+ \| "
+                              r"[0-9.,]+ \|$", text, re.M)) == len(rows), text
+        presets = re.findall(rf"^\| (modern/\w+) \| {resolution} \| on \| (fp32|bf16) \| [0-9.]+ \(24 GB\) \| "
+                             r"[0-9.]+ \(24 GB\) \| ([14]) \| (\d+ x \d \(\d+ forwards, \d+ backwards\)) \| "
+                             r"[0-9.,]+ \| 1/[0-9,]+ \| yes \|$", text, re.M)
+        assert presets == {512: [("modern/sdxl_turbo_clip", "fp32", "4", "50 x 1 (51 forwards, 50 backwards)")],
+                           1024: [("modern/sd35_large_turbo_siglip", "bf16", "1",
+                                   "30 x 4 (124 forwards, 120 backwards)"),
+                                  ("modern/flux_schnell_dinov2", "bf16", "1",
+                                   "30 x 4 (124 forwards, 120 backwards)")]}[resolution], text
+
+    assert scale.main(["--tiny", "--out", str(tmp_path), "--families", "flux_schnell", "--resolutions", "512",
+                       "--batches", "1", "--held", "fp32"], extractors=tiny_modern_extractors) == 0
+    rows = {r["ckpt"]: r for r in map(json.loads, (tmp_path / "scale.jsonl").read_text().splitlines())}
+    assert sorted(rows) == ["off", "on", "prior"] and all("error" not in r for r in rows.values())
+    # the prior's checkpointing recomputes each denoiser block and the VAE once; the sampler's around each call
+    # recomputes the whole call once more (nested); the last pass has no backward: no recompute
+    assert rows["off"]["gflops_step"] < rows["prior"]["gflops_step"] < rows["on"]["gflops_step"]
+    assert rows["off"]["gflops_last"] == rows["prior"]["gflops_last"] == rows["on"]["gflops_last"]
+    assert rows["prior"]["created_fp32"] < rows["off"]["created_fp32"]
+    assert rows["on"]["created_fp32"] <= rows["prior"]["created_fp32"]
+    text = (tmp_path / "scale.md").read_text()
+    assert re.search(r"^\| FLUX.1-schnell \| 512 \| 1 \| prior only \| 30 Adam steps x 4 steps \|", text, re.M), text
+
+
+@pytest.mark.parametrize("family", FEW_STEP)
+def test_noise_estimate_counts_the_flops_that_generate_runs(family, tmp_path, tiny_modern_extractors):
+    """The fake-tensor estimate of an Adam step's pass + the last pass counts the FLOPs of the real
+    ``NoiseOptimization.generate`` with one Adam step on real tiny models (the same sampler, decode, extractor,
+    backward and best-image scoring; the Adam update and the bookkeeping count none)."""
+    import gpu
+    from scale import Meter, estimate_noise
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    folder = gpu.save_modern_folder(family, tmp_path / family)
+    prior = gpu.modern_prior(family, folder, 64, *gpu.modern_models(family, "tiny"))
+    gpu.set_checkpointing(prior, True)
+    extractor = tiny_modern_extractors[family][1]()
+    module = gpu.modern_module(family, prior, extractor, "noise_optimization", True)
+    module.sampler.optimization_steps = 1
+    with torch.no_grad():
+        dim = extractor.measure(torch.rand(1, 3, 64, 64)).shape[1]
+    estimated = estimate_noise(module, 2, dim, FakeTensorMode(allow_non_fake_inputs=True), True)
+    with Meter() as meter, torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module.generate(torch.randn(2, dim), [0, 1])  # -> NoiseOptimization.generate
+    steps = module.num_inference_steps  # one Adam step: a backward through each sampler step
+    assert out["image"].shape == (2, 3, 64, 64) and out["unet_backward"].tolist() == [steps, steps]
+    assert meter.flops == pytest.approx((estimated["gflops_step"] + estimated["gflops_last"]) * 1e9, rel=1e-9)
+
+
 def test_gpu_script_modern_measures_every_case_on_tiny_models(tmp_path, tiny_modern_extractors):
     import gpu
     assert gpu.main(["--modern", "--tiny", "--device", "cpu", "--warmup", "0", "--iters", "1", "--resolutions", "64",
-                     "--batches", "2", "--held", "fp32,bf16", "--out", str(tmp_path)],
-                    modern_extractors=tiny_modern_extractors) == 0
+                     "--batches", "2", "--held", "fp32,bf16", "--checkpointing", "off,on,prior", "--out",
+                     str(tmp_path)], modern_extractors=tiny_modern_extractors) == 0
     rows = [json.loads(line) for line in (tmp_path / "gpu-modern.jsonl").read_text().splitlines()]
-    cases = [(f, h, v, c) for f in ("sdxl", "sd3", "flux") for h in ("fp32", "bf16")
+    cases = [(f, h, v, c) for f in GUIDED for h in ("fp32", "bf16")
              for v in ("unet_gradient", "clean_estimate") for c in ("off", "on")]
+    cases += [(f, h, "noise_optimization", c) for f in FEW_STEP for h in ("fp32", "bf16")
+              for c in ("off", "on", "prior")]
     assert [(r["family"], r["held"], r["variant"], r["ckpt"]) for r in rows] == cases
-    assert all(r["finite"] and r["ms"] > 0 and r["batch"] == 2 and "error" not in r for r in rows), rows
+    assert all(r["finite"] and r["batch"] == 2 and "error" not in r for r in rows), rows
+    assert all(r["ms"] > 0 for r in rows if r["family"] in GUIDED)
+    noise = [r for r in rows if r["family"] in FEW_STEP]
+    assert all(r["ms_last"] > 0 and r["ms_image"] > 0 and r["optimization_steps"] in (30, 50) for r in noise), noise
     text = (tmp_path / "gpu-modern.md").read_text()
     assert "- command: `python benchmarks/gpu.py --modern --tiny --device cpu" in text
     assert len(re.findall(r"^\| [\w .-]+ \| 64 \| (fp32|bf16) \| \w+ \| bf16 autocast \| 2 \| (on|off) \| [0-9.]+ \| "
-                          r"[0-9.]+ \| n/a \| n/a \| n/a \| n/a \|  \|$", text, re.M)) == len(rows)
+                          r"[0-9.]+ \| n/a \| n/a \| n/a \| n/a \|  \|$", text, re.M)) == len(rows) - len(noise)
+    assert len(re.findall(r"^\| [\w .-]+ \| 64 \| (fp32|bf16) \| noise_optimization x (30|50) \| bf16 autocast \| 2 \| "
+                          r"(on|off|prior) \| -?[0-9.]+ \| [0-9.]+ \| [0-9.]+ \| n/a \| n/a \| n/a \| n/a \|  \|$",
+                          text, re.M)) == len(noise), text

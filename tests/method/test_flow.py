@@ -115,3 +115,42 @@ def test_a_flow_prior_by_class_path_runs_guided_with_recurrence_through_the_cli(
 
 def test_build_module_still_takes_epsilon_priors(pixel_prior, timm_dir):
     assert prediction_type(build_module(pixel_prior, timm_dir).prior.scheduler) == "epsilon"
+
+
+def test_an_off_grid_timestep_reaches_the_unet_unrounded(pixel_prior):
+    """A level between two of the model's timesteps: the UNet embeds the interpolated timestep (here 500.4), not
+    its floor (UNet2DModel casts a Python number to an integer)."""
+    view = FlowMatchingView(str(pixel_prior))
+    abar = 0.6 * view.grid.alphas_cumprod[500].double() + 0.4 * view.grid.alphas_cumprod[501].double()
+    t_model = view.model_timestep(abar)
+    assert 500.3 < t_model < 500.5
+    seen = []
+    view.unet.time_proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        view.denoise(torch.zeros(1, *view.sample_shape), flow_sigma(abar) * view.scheduler.config.num_train_timesteps)
+    assert seen[0].is_floating_point() and abs(float(seen[0][0]) - t_model) < 1e-3
+
+
+def test_pure_noise_takes_one_unguided_forward_whatever_k(pixel_prior, timm_dir):
+    """SD 3's and FLUX's schedules start at sigma = 1 (abar 0): that step is one unguided forward, not K (K - 1
+    would re-noise back to pure noise); nfe = K (steps - 1) + 1, the backward passes K (steps - 1)."""
+    class Velocity(DiffusionPrior):
+        prediction = FLOW
+    prior = Velocity(str(pixel_prior))
+    prior.scheduler = FlowMatchEulerDiscreteScheduler(**SD3)
+    module = FeatureInversion(prior, TimmExtractor(f"local-dir:{timm_dir}"), guidance=UNetGradient(scale=0.5),
+                              num_inference_steps=3, recurrence=4, progress=False)
+    module.on_predict_start()
+    seen = []
+    prior.unet.register_forward_pre_hook(lambda module, args: seen.append(float(args[1])))
+    out = module.generate(torch.zeros(2, module.feature_dim), [0, 1])
+    assert seen.count(1000.0) == 1 and len(seen) == 4 * 2 + 1
+    assert out["nfe"].tolist() == [9, 9] and out["unet_backward"].tolist() == [8, 8]
+
+
+def test_the_views_start_is_ddims_scaled_as_the_readme_says():
+    """The view starts from N(0, 1) in flow space: DDIM's start scaled by sqrt(abar) + sqrt(1 - abar), 1.029 at
+    t = 980 (50 steps), as README ("Flow matching on real weights") says."""
+    view = FlowMatchingView(str(ZOO / "fmnist-ddpm"))
+    abar = vp_alpha_bar(torch.tensor(view.schedule_kwargs(50)["sigmas"][0], dtype=torch.float64))
+    assert round(float(abar.sqrt() + (1 - abar).sqrt()), 3) == 1.029

@@ -1,11 +1,13 @@
 """Per-step K and w, finishing unguided after the stop, and the recurrence of multistep solvers (issue 22)."""
+from contextlib import nullcontext
+
 import pytest
 import torch
 import yaml
 from diffusers import DPMSolverMultistepScheduler
 
 from conftest import batch_of, build_module, cli_config, targets_of, tiny_scheduler
-from lit_featinv import DiffusionPrior, NoiseOptimization, TimmExtractor, UNetGradient
+from lit_featinv import DiffusionPrior, FeatureInversion, NoiseOptimization, TimmExtractor, UNetGradient
 from lit_featinv.app.console import main
 from lit_featinv.errors import ConfigError
 from lit_featinv.method.loop import reverse_loop
@@ -136,10 +138,15 @@ def test_noise_optimisation_with_zero_steps_is_the_samplers_plain_output(pixel_p
     extractor = TimmExtractor(f"local-dir:{timm_dir}")
 
     def optimised(steps):
-        module = NoiseOptimization(DiffusionPrior(str(pixel_prior), scheduler="diffusers.DDIMScheduler"), extractor,
-                                   num_inference_steps=4, optimization_steps=steps, progress=False)
+        with pytest.warns(UserWarning, match="this only samples the prior") if steps == 0 else nullcontext():
+            module = build(steps)
         module.on_predict_start()
         return module.generate(target, [1, 2])
+
+    def build(steps):
+        return FeatureInversion(DiffusionPrior(str(pixel_prior), scheduler="diffusers.DDIMScheduler"), extractor,
+                                num_inference_steps=4, progress=False,
+                                sampler=NoiseOptimization(optimization_steps=steps))
 
     zero, three = optimised(0), optimised(3)
     torch.testing.assert_close(zero["image"], plain.generate(target, [1, 2])["image"], atol=1e-5, rtol=0)
@@ -151,9 +158,8 @@ def test_noise_optimisation_with_zero_steps_is_the_samplers_plain_output(pixel_p
 
 
 def test_noise_optimisation_refuses_a_negative_step_count(pixel_prior, timm_dir):
-    with pytest.raises(ConfigError, match="model.optimization_steps"):
-        NoiseOptimization(DiffusionPrior(str(pixel_prior)), TimmExtractor(f"local-dir:{timm_dir}"),
-                          optimization_steps=-1)
+    with pytest.raises(ConfigError, match="model.sampler.optimization_steps"):
+        NoiseOptimization(optimization_steps=-1)
 
 
 def test_a_schedule_from_the_command_line_with_an_unknown_key_is_one_line(tmp_path, pixel_prior, timm_dir, image_dir):

@@ -12,7 +12,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from conftest import ROOT, write_images
 from lit_featinv.errors import ConfigError
 from lit_featinv import FeatureInversion, StableDiffusionPrior, TimmExtractor, UNetGradient
-from lit_featinv.models.priors import encode_prompt
+from lit_featinv.models import priors
+from lit_featinv.models.priors import decode_latents, encode_latents, encode_prompt
 from lit_featinv.app.cli import main
 from lit_featinv.method.sampling import sample_seed
 
@@ -144,3 +145,31 @@ def test_paper_presets_run_with_tiny_components(sd_prior, open_clip_name, tmp_pa
           "--trainer.default_root_dir", str(tmp_path)])
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["nfe"] == 3 and np.isfinite(rows[0]["cosine"])
+
+
+def test_the_vae_configs_latents_mean_and_std_are_applied_as_the_sdxl_pipeline_does():
+    """A VAE config with ``latents_mean`` / ``latents_std`` (Playground v2.5): decoded as StableDiffusionXLPipeline
+    decodes (``z * std / scaling_factor + mean``), encoded as its img2img pipeline encodes (the inverse)."""
+    from diffusers import AutoencoderKL
+    torch.manual_seed(0)
+    mean, std = [-1.6574, 1.886, -1.383, 2.5155], [8.4927, 5.9022, 6.5498, 5.2299]  # Playground v2.5's VAE config
+    vae = AutoencoderKL(block_out_channels=(8, 16), norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16, scaling_factor=0.5,
+                        latents_mean=mean, latents_std=std).eval()
+    mean, std = torch.tensor(mean).view(1, 4, 1, 1), torch.tensor(std).view(1, 4, 1, 1)
+    z, image = torch.randn(2, 4, 8, 8), torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(decode_latents(vae, z), vae.decode(z * std / 0.5 + mean).sample)
+        torch.testing.assert_close(encode_latents(vae, image), (vae.encode(image).latent_dist.mean - mean) * 0.5 / std)
+
+
+def test_a_diffusers_older_than_the_floor_is_one_line(monkeypatch):
+    """The floor is pyproject's; an older diffusers (no ``AutoModel``) stops in one line naming both versions."""
+    import diffusers
+    assert f'"diffusers>={priors.DIFFUSERS_FLOOR}"' in (ROOT / "pyproject.toml").read_text()
+    monkeypatch.setattr(diffusers, "__version__", "0.32.2")
+    with pytest.raises(ImportError, match=rf"^lit_featinv needs diffusers>={priors.DIFFUSERS_FLOOR} .*0.32.2") as err:
+        priors.check_diffusers()
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(diffusers, "__version__", priors.DIFFUSERS_FLOOR)
+    priors.check_diffusers()
