@@ -12,7 +12,8 @@ cosine of the best saved generation (as saved, 8-bit PNG) per target, its mean a
 stays below 0.95; the other classifier (zoo ViT) agreeing with the target's class on the best generation; and the
 naturalness of the best generations (``benchmarks/naturalness.py``: the prior score's median, KID x 1000), beside
 the mean cosine of every saved generation. Writes ``results.md`` (with the command and the per-target table) to
-``--out``. Needs: apt-get install dataset-fashion-mnist
+``--out``. ``--reuse`` reads a sampler's finished run there instead of running it again (the samplers of one
+table can then run in separate sessions). Needs: apt-get install dataset-fashion-mnist
 """
 from __future__ import annotations
 
@@ -46,14 +47,24 @@ def best_per_target(lines: list[dict]) -> list[dict]:
             for group in groups.values()]
 
 
-def measure(name: str, config: str, extra: list[str], targets: str, out: str, threads: int) -> dict:
+def measure(name: str, config: str, extra: list[str], targets: str, out: str, threads: int,
+            reuse: bool = False) -> dict:
+    """One sampler's run (``reuse``: a finished run of it in ``out``, with its recorded seconds, is read instead)."""
     folder = os.path.join(out, name)
-    start = time.perf_counter()
-    run(["predict", "--config", config, "--data.init_args.images", targets, "--data.init_args.limit", "null",
-         "--model.init_args.samples_per_target", "4", "--model.init_args.progress", "false",
-         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", folder, "--writer.overwrite", "true",
-         "--threads", str(threads), *extra])
-    wall = time.perf_counter() - start
+    done = os.path.join(folder, "seconds.json")  # written after a finished run: its wall time and what it ran
+    ran = {"config": config, "extra": extra, "threads": threads, "targets": len(os.listdir(targets))}
+    if reuse and os.path.exists(done) and {k: v for k, v in json.load(open(done)).items() if k != "wall"} == ran:
+        wall = json.load(open(done))["wall"]
+        print(f"[equal_compute] {name}: reusing the finished run in {folder}", flush=True)
+    else:
+        start = time.perf_counter()
+        run(["predict", "--config", config, "--data.init_args.images", targets, "--data.init_args.limit", "null",
+             "--model.init_args.samples_per_target", "4", "--model.init_args.progress", "false",
+             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", folder, "--writer.overwrite",
+             "true", "--threads", str(threads), *extra])
+        wall = time.perf_counter() - start
+        with open(done, "w") as f:
+            json.dump(ran | {"wall": wall}, f)
     with open(os.path.join(folder, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
     best = best_per_target(lines)
@@ -97,6 +108,8 @@ def main() -> None:
     p.add_argument("--sampler", action="append", default=[], metavar="NAME=CONFIG[:OVERRIDES]",
                    help="a sampler by its config and CLI overrides (default: preset and particles)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every run (the same for all)")
+    p.add_argument("--reuse", action="store_true", help="read a sampler's finished run in --out (the same config, "
+                                                         "overrides, threads and targets) instead of running it again")
     a = p.parse_args()
     specs = [(s.partition("=")[0], *s.partition("=")[2].partition(":")[::2]) for s in a.sampler]
     specs = specs or [(name, config, "") for name, config in SAMPLERS.items()]
@@ -104,7 +117,7 @@ def main() -> None:
     export(targets, a.count)
     rows = []
     for name, config, extra in specs:
-        rows.append(measure(name, config, shlex.split(extra), targets, a.out, a.threads))
+        rows.append(measure(name, config, shlex.split(extra), targets, a.out, a.threads, a.reuse))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_target"}), flush=True)
         write(a.out, rows, a.threads)
 

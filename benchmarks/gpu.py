@@ -314,10 +314,12 @@ MODERN = {
                      "config": FLUX_SCHNELL, "vae": dict(latent_channels=16, scaling_factor=0.3611,
                                                          shift_factor=0.1159, **NO_QUANT_CONV),
                      "scheduler": FLUX_SCHNELL_SCHEDULER,
-                     "embeds": {"prompt_embeds": (512, 4096), "pooled_prompt_embeds": (768,)}},
+                     "embeds": {"prompt_embeds": (256, 4096), "pooled_prompt_embeds": (768,)}},  # 256 T5 tokens
 }
 MODERN_VARIANTS = ("unet_gradient", "clean_estimate")  # the denoiser's gradient, and the one with no denoiser backward
-NOISE_VARIANTS = ("noise_optimization",)  # the few-step presets' sampler: Adam on the noise through the whole sampler
+# the few-step presets' sampler: Adam on the noise through the whole sampler, its gradient through the VAE or through
+# a tiny decoder (AutoencoderTiny's architecture as TAESDXL / TAESD3 / TAEF1, random weights; the VAE still scores)
+NOISE_VARIANTS = ("noise_optimization", "noise_optimization+tiny_decoder")
 ALL_VARIANTS = MODERN_VARIANTS + NOISE_VARIANTS
 
 
@@ -334,11 +336,25 @@ def modern_module(family: str, prior, extractor, variant: str, checkpointing: bo
     from lit_featinv import NoiseOptimization
     settings = modern_settings(family)
     if variant in NOISE_VARIANTS:
-        sampler = NoiseOptimization(**(settings["sampler_args"] | {"checkpointing": checkpointing}))
+        sampler = NoiseOptimization(**(settings["sampler_args"] | {"checkpointing": checkpointing, "decoder": None}))
+        if variant.endswith("+tiny_decoder"):
+            sampler.decoder = modern_tiny_decoder(family)
         return FeatureInversion(prior, extractor, sampler=sampler, num_inference_steps=settings["steps"],
                                 progress=False)
     return FeatureInversion(prior, extractor, guidance=VARIANTS[variant](None), num_inference_steps=settings["steps"],
                             progress=False)
+
+
+def modern_tiny_decoder(family: str):
+    """The family's tiny decoder (TAESDXL, TAESD3, TAEF1: diffusers ``AutoencoderTiny``'s defaults with the VAE's
+    latent channels), random weights, frozen."""
+    from diffusers import AutoencoderTiny
+    return AutoencoderTiny(latent_channels=MODERN[family]["vae"]["latent_channels"]).requires_grad_(False).eval()
+
+
+def noise_variant(family: str) -> str:
+    """The noise-optimisation variant of the family's preset: with its tiny decoder in the gradient or not."""
+    return NOISE_VARIANTS[1] if modern_settings(family)["sampler_args"].get("decoder") else NOISE_VARIANTS[0]
 
 
 def preset_model(preset: str) -> dict:
@@ -378,26 +394,7 @@ def modern_extractor(family: str, **overrides):
         args["pretrained"] = False if isinstance(args["pretrained"], bool) else None
     preprocess = (args.get("preprocess") or {}) | overrides.pop("preprocess", {})
     args |= overrides | {"preprocess": preprocess}
-    cls = spec["class_path"].rsplit(".", 1)[1]
-    with no_hub_tokenizer(args["model_name"]) if cls == "OpenClipExtractor" else nullcontext():
-        return getattr(lit_featinv, cls)(**args)
-
-
-@contextmanager
-def no_hub_tokenizer(model_name: str):
-    """open_clip models whose text tokenizer is a Hugging Face one (SigLIP's) fetch it from the hub when built; these
-    scripts have no hub and measure image features only: no tokenizer for those (the others keep open_clip's own)."""
-    import open_clip
-    config = open_clip.get_model_config(model_name) or {}
-    if not config.get("text_cfg", {}).get("hf_tokenizer_name"):
-        yield
-        return
-    saved = open_clip.get_tokenizer
-    open_clip.get_tokenizer = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        open_clip.get_tokenizer = saved
+    return getattr(lit_featinv, spec["class_path"].rsplit(".", 1)[1])(**args)
 
 
 def save_modern_folder(family: str, folder: Path) -> Path:

@@ -74,7 +74,7 @@ from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu import (ALL_VARIANTS, KL_VAE, MODERN, NOISE_VARIANTS, ROOT, VARIANTS, family_variants, hold,  # noqa: E402
-                 millions, modern_extractor, modern_models, modern_module, modern_prior, modern_settings,
+                 millions, modern_extractor, modern_models, modern_module, modern_prior, modern_settings, noise_variant,
                  resident_bytes, save_modern_folder, scratch_dir, set_checkpointing)
 
 from lit_featinv import FeatureInversion  # noqa: E402
@@ -211,13 +211,13 @@ def estimate_noise(module: FeatureInversion, batch: int, dim: int, fake: FakeTen
                     noise = torch.randn(batch, *module.prior.sample_shape).requires_grad_(backward)
                     with torch.set_grad_enabled(backward):
                         sample = sampler.sample_from(module, noise * scale, gens)
-                        image = module.to_image(sample)
+                        seen, image = sampler.images(module, sample)
                         if backward:
                             n = noise[0].numel()
                             penalty = sampler.norm_weight * (noise.flatten(1).norm(dim=1) - n ** 0.5) ** 2 / n
-                            (module.loss(module.extractor(image), target) + penalty).sum().backward()
+                            (module.loss(module.extractor(seen), target) + penalty).sum().backward()
                     score(module.extractor, module.loss, image.detach(), target)
-                    del noise, sample, image
+                    del noise, sample, image, seen
                 out[name] = meter
     finally:
         del module.fresh_scheduler
@@ -318,7 +318,9 @@ def render(header: list[str], rows: list[dict], presets: dict) -> str:
                       "on = the prior's gradient checkpointing (denoiser blocks and VAE) and the sampler's around "
                       "each denoiser call (`sampler.checkpointing: true`, as the presets: nested, so the backward "
                       "recomputes each denoiser call twice); prior only = the prior's, the sampler's off; off = "
-                      "neither.", "",
+                      "neither. Tiny decoder: the gradient through AutoencoderTiny (TAESDXL, TAESD3, TAEF1's "
+                      "architecture; `sampler.decoder`), the VAE still decoding each pass's image to score (no "
+                      "gradient), at the preset's resolution only.", "",
                   "| prior | px | batch | grad ckpt | sampler | resident GiB (fp32 / bf16 held) | peak of created "
                   "tensors GiB (fp32 / bf16 held) | estimated peak GiB (fp32 / bf16 held) | fits (fp32 held) | fits "
                   "(bf16 held) | GFLOPs / Adam step | GFLOPs / last pass | TFLOPs / image |",
@@ -327,7 +329,8 @@ def render(header: list[str], rows: list[dict], presets: dict) -> str:
             lines.append(
                 f"| {r['prior']} | {r['resolution']} | {r['batch']} | {CKPT_CELL.get(r['ckpt'], r['ckpt'])} | "
                 f"{r['optimization_steps']} Adam "
-                f"steps x {r['steps']} step{'s' if r['steps'] > 1 else ''} | "
+                f"steps x {r['steps']} step{'s' if r['steps'] > 1 else ''}"
+                f"{', tiny decoder' if r['variant'].endswith('+tiny_decoder') else ''} | "
                 f"{cell(r, 'resident_fp32')} / {cell(r, 'resident_bf16')} | {cell(r, 'created_fp32')} / "
                 f"{cell(r, 'created_bf16')} | {cell(r, 'peak_fp32')} / {cell(r, 'peak_bf16')} | "
                 f"{r.get('fits_fp32', '-')} | {r.get('fits_bf16', '-')} | {cell(r, 'gflops_step', '{:,.0f}')} | "
@@ -465,6 +468,8 @@ def main(argv: list[str] | None = None, extractors: dict | None = None) -> int:
                     prior.vae_upcast = False if args.vae_bf16 else None  # as the constructor's vae_upcast sets it
                 for variant in family_variants(family, variants):
                     noisy = variant in NOISE_VARIANTS
+                    if variant.endswith("+tiny_decoder") and noisy and resolution != settings["resolution"]:
+                        continue  # the tiny decoder at the preset's resolution only
                     for ckpt in ckpts:
                         if ckpt == "prior" and not noisy:  # the guided loop has no checkpointing of its own
                             continue
@@ -539,7 +544,7 @@ def noise_preset_line(family: str, settings: dict, rows: list[dict], theirs: flo
     spec, held = MODERN[family], settings["held"]
     ckpt = preset_checkpointing(settings)
     mine = {r["batch"]: r for r in rows if r["resolution"] == settings["resolution"] and r["ckpt"] == ckpt
-            and r["variant"] == "noise_optimization"}
+            and r["variant"] == noise_variant(family)}
     own = mine.get(settings["batch"])
     if own is None or "tflops_image" not in own:
         return None, None
@@ -548,7 +553,9 @@ def noise_preset_line(family: str, settings: dict, rows: list[dict], theirs: flo
     opt, steps = settings["sampler_args"]["optimization_steps"], settings["steps"]
     line = (f"| {spec['preset']} | {settings['resolution']} | {CKPT_CELL.get(ckpt, ckpt)} | {held} | {peaks} | "
             f"{settings['batch']} | "
-            f"{opt} x {steps} ({(opt + 1) * steps} forwards, {opt * steps} backwards) | {own['tflops_image']:,.1f} | "
+            f"{opt} x {steps} ({(opt + 1) * steps} forwards, {opt * steps} backwards"
+            f"{'; the gradient through the tiny decoder' if own['variant'].endswith('+tiny_decoder') else ''}) | "
+            f"{own['tflops_image']:,.1f} | "
             f"{versus(own['tflops_image'], theirs)} | {'yes' if own['tflops_image'] * 500 <= theirs else 'no'} |")
     return line, {"preset": spec["preset"], "name": spec["name"], "px": settings["resolution"], "opt": opt,
                   "steps": steps, "tflops": own["tflops_image"], "step": own["gflops_step"] / own["batch"] / 1e3,

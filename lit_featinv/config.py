@@ -4,6 +4,7 @@ relative path inside a config file is found relative to that file; a ``{class_pa
 instance (:func:`instantiate`, :func:`build`)."""
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
@@ -44,8 +45,19 @@ def find(value: str, key: str = "--config") -> Path:
     name = value.removesuffix(".yaml")
     if (CONFIGS / f"{name}.yaml").is_file():
         return CONFIGS / f"{name}.yaml"
-    raise ConfigError(key, f"{value!r} is neither a file nor a preset (cwd: {os.getcwd()}); presets: "
+    raise ConfigError(key, f"{value!r} is neither a file nor a preset (cwd: {os.getcwd()}){nearest(name)}; presets: "
                            + ", ".join(names()) + " (lit-featinv presets)")
+
+
+def nearest(name: str) -> str:
+    """``; did you mean 'A' or 'B'?`` for the presets closest to a mistyped ``name`` (whole or its last part:
+    ``pixel_resnt`` -> ``fmnist/pixel_resnet``); else nothing."""
+    known = names()
+    leaves = {n.rpartition("/")[2]: n for n in known}
+    close = [leaves[n] for n in difflib.get_close_matches(name.rpartition("/")[2], list(leaves), n=3, cutoff=0.75)]
+    close += difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    close = list(dict.fromkeys(close))[:3]
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def resolve(value, folder: Path):

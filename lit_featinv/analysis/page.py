@@ -31,6 +31,8 @@ def heat(std: torch.Tensor, vmax: float) -> torch.Tensor:
 CSS = """
 body { font-family: sans-serif; margin: 16px; color: #222; background: #fff; }
 table { border-collapse: collapse; margin-bottom: 16px; }
+.wide { overflow-x: auto; max-width: 100%; }
+img.plot { max-width: 100%; height: auto; }
 th, td { border: 1px solid #ddd; padding: 4px 6px; vertical-align: top; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .gens { display: flex; gap: 4px; align-items: flex-start; }
@@ -237,9 +239,9 @@ def targets_table(report: Report) -> str:
             f"final weights); under each target, what varies: every run's std map side "
             f"by side (the unguided prior's and a reference sample's too when given).</p>"
             f"{top_legend(report)}{trust_legend(report)}"
-            f"<table><tr><th>target</th>{head}</tr>"
+            f'<div class="wide"><table><tr><th>target</th>{head}</tr>'
             f"{''.join(rows)}"
-            f"</table>")
+            f"</table></div>")
 
 
 def top_legend(report: Report) -> str:
@@ -297,19 +299,22 @@ def summary_table(report: Report) -> str:
         rows.append(f"<tr><td>{html.escape(run.label)}</td><td>{html.escape(str(run.path))}</td>"
                     f'<td class="config">{config}</td>{numbers}</tr>')
     return (f"<h2>Runs</h2><p>Over the generations of the {len(report.targets)} target(s) shown; diversity: the mean "
-            f"over targets with two or more generations.</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+            f'over targets with two or more generations.</p><div class="wide"><table><tr>{head}</tr>'
+            f"{''.join(rows)}</table></div>")
 
 
-def histogram(report: Report) -> str:
-    """The cosines of each compared run (the baseline's are in the table: they would squeeze the others)."""
+def histogram_figure(report: Report):
+    """The cosines of each compared run (the baseline's are in the table: they would squeeze the others), counted on an
+    axis of whole numbers; None when there are none."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     compared = report.runs[:-1] if report.baseline else report.runs
     values = {run.label: [line["cosine"] for line in run_lines(report, i)
                           if ok(line) and line.get("cosine") is not None]  # null: no cosine (an all-zero target)
               for i, run in enumerate(compared)}
     every = [v for vs in values.values() for v in vs]
     if not every:
-        return ""
+        return None
     lo, hi = min(every), max(every)
     bins = np.linspace(lo - 1e-3 * (lo == hi), hi + 1e-3 * (lo == hi), 31)
     fig = Figure(figsize=(7, 2.8))
@@ -317,8 +322,15 @@ def histogram(report: Report) -> str:
     for label, vs in values.items():
         ax.hist(vs, bins=bins, histtype="step", linewidth=1.5, label=label)
     ax.set(xlabel="cosine to target", ylabel="generations")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
-    return f'<h2>Cosine to target</h2><img src="{figure_uri(fig)}" alt="histogram of cosines per run">'
+    return fig
+
+
+def histogram(report: Report) -> str:
+    fig = histogram_figure(report)
+    return ("" if fig is None else
+            f'<h2>Cosine to target</h2><img class="plot" src="{figure_uri(fig)}" alt="histogram of cosines per run">')
 
 
 def trajectory_plot(report: Report, index: int) -> str:
@@ -346,7 +358,7 @@ def trajectory_plot(report: Report, index: int) -> str:
             ax.set_yscale("log")
         ax.set(title=f"{run.label}: {name}", xlabel="guided iteration")
         ax.legend(fontsize=8)
-    return f'<img src="{figure_uri(fig)}" alt="trajectories of {html.escape(run.label)}">'
+    return f'<img class="plot" src="{figure_uri(fig)}" alt="trajectories of {html.escape(run.label)}">'
 
 
 def html_page(report: Report) -> str:

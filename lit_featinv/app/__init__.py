@@ -5,7 +5,7 @@ from ..lazy import exports
 
 __all__, __getattr__, __dir__ = exports(__name__, {
     "console": ["main"],
-    "cli": ["run", "FeatInvCLI"],
+    "cli": ["run", "FeatInvCLI", "quiet"],
     "report": ["make_report"],
     "threads": ["choose"],
 })

@@ -240,10 +240,14 @@ class Quiet(logging.Filter):
         return not any(text in record.getMessage() for text in NOISE)
 
 
-def quiet() -> None:
-    """Drop :data:`NOISE` from Lightning's log and from warnings, unless ``LIT_FEATINV_VERBOSE`` is set."""
+def quiet(info: bool = False) -> None:
+    """Drop :data:`NOISE` from Lightning's log and from warnings, and unless ``info`` (the CLI keeps them) Lightning's
+    info lines too ("GPU available: ...", its tips); nothing when ``LIT_FEATINV_VERBOSE`` is set. The Python API's
+    ``lit_featinv.app.quiet()``."""
     if os.environ.get("LIT_FEATINV_VERBOSE"):
         return
+    for name in () if info else ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, Quiet) for f in logger.filters):
@@ -254,7 +258,7 @@ def quiet() -> None:
 
 def run(args=None) -> FeatInvCLI:
     """Build the CLI and run the subcommand (``predict``)."""
-    quiet()
+    quiet(info=True)
     if args is None:  # as typed (LightningCLI warns when given args and argv)
         sys.argv[1:] = nested_nulls(presets.config_args(sys.argv[1:]))
     else:

@@ -4,6 +4,7 @@ SD 3.x's T5-XXL among them): encode once where memory allows, generate on a smal
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 PREFIX = "lit-featinv encode-prompt"
@@ -17,6 +18,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrained", required=True, help="hub id or local model folder (its text encoders)")
     parser.add_argument("--prompt", default="", help="the prompt (default: empty)")
     parser.add_argument("--out", required=True, help="the file to write (.pt)")
+    parser.add_argument("--max-sequence-length", type=int, default=None,
+                        help="T5 tokens (lit_featinv.FluxPrior; default: the prior's own, FluxPipeline's 512; "
+                             "FLUX.1-schnell's model card runs 256)")
     return parser.parse_args(argv)
 
 
@@ -35,7 +39,11 @@ def main(argv: list[str] | None = None) -> None:
         if not (isinstance(prior, type) and issubclass(prior, PromptConditionedPrior)):
             raise ConfigError("--prior", f"{args.prior!r} is not a prior with text encoders ({', '.join(PRIORS)})")
         check_denoiser(args.pretrained, prior.subfolder, prior.__name__, prior.denoiser, "--pretrained", **prior.fields)
-        embeds = write_prompt_embeds(prior, args.pretrained, args.prompt, args.out, key="--pretrained")
+        if args.max_sequence_length is not None and "max_sequence_length" not in \
+                inspect.signature(prior.encode_prompt).parameters:
+            raise ConfigError("--max-sequence-length", f"{args.prior} takes no T5 token count")
+        extra = {} if args.max_sequence_length is None else {"max_sequence_length": args.max_sequence_length}
+        embeds = write_prompt_embeds(prior, args.pretrained, args.prompt, args.out, key="--pretrained", **extra)
     except ConfigError as err:
         raise SystemExit(f"{PREFIX}: error: {err}") from None
     except OSError as err:  # the output file

@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PREFIX, description="Runs on the same targets side by side, in one "
                                      "self-contained HTML page (and a PNG contact sheet).")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by lit-featinv predict")
-    parser.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    parser.add_argument("--out", help="the HTML file to write (default: RUN_DIR/report.html for one run folder, "
+                        "report.html in the current folder for several)")
     parser.add_argument("--sheet", help="also write a PNG contact sheet here")
     parser.add_argument("--baseline", metavar="RUN_DIR", help="an unguided run of the same targets, in its own column")
     parser.add_argument("--extractor", nargs="+", action="extend", default=[], metavar="CONFIG.yaml",
@@ -96,7 +97,8 @@ def make_report(argv: list[str] | None = None) -> None:
         add_top_images(report, args.top_images, args.top, files=files)
     for note in report.notes:
         print(f"{PREFIX}: {note}", file=sys.stderr)
-    out = Path(args.out)
+    one = Path(args.runs[0]) if len(args.runs) == 1 and Path(args.runs[0]).is_dir() else None
+    out = Path(args.out) if args.out else (one or Path()) / "report.html"  # beside the run it reads
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html_page(report), encoding="utf-8")
     print(f"{PREFIX}: wrote {out.resolve()}")

@@ -27,11 +27,15 @@ class NoiseOptimization:
 
     Args:
         optimization_steps: Adam steps on the noise (0: the sampler's plain output from the seed's noise).
-        lr: Adam's learning rate, on the unit noise (the scheduler's ``init_noise_sigma`` scales it after).
+        lr: Adam's learning rate, on the unit noise (the scheduler's ``init_noise_sigma`` scales it after); 0.2 and
+            0.4 reached a cosine at 25 Adam steps that 0.05 did not reach at 50 on the zoo's latent DDPM through one
+            and four DDIM steps (``benchmarks/results/noise-optimisation-zoo.md``).
         norm_weight: weight of the penalty (||z|| - sqrt(n))^2 / n that keeps the noise's norm that of an
             n-dimensional standard Gaussian (where the prior's noise lives; ReNO's noise regularisation).
         checkpointing: recompute each denoiser call in the backward pass instead of keeping its activations (the
-            memory of one step instead of all; one more forward per step).
+            memory of one step instead of all; one more forward per step). It nests with the prior's
+            ``gradient_checkpointing`` (the backward then recomputes each call twice: the least memory, the most
+            FLOPs; ``benchmarks/results/scale.md``).
         decoder: for latent priors, a cheaper decoder the gradient goes through instead of the prior's VAE: a
             diffusers ``AutoencoderTiny`` folder or hub id (``madebyollin/taesdxl``, ``madebyollin/taesd3``,
             ``madebyollin/taef1``); the prior's VAE still decodes every image that is scored, kept or saved.
@@ -45,7 +49,7 @@ class NoiseOptimization:
 
     generates = True  # replaces the guided loop (FeatureInversion.generate)
 
-    def __init__(self, optimization_steps: int = 8, lr: float = 0.05, norm_weight: float = 1.0,
+    def __init__(self, optimization_steps: int = 8, lr: float = 0.2, norm_weight: float = 1.0,
                  checkpointing: bool = True, decoder: str | None = None, decoder_subfolder: str | None = None,
                  distilled_steps: int | None = None):
         if optimization_steps < 0:
@@ -107,14 +111,11 @@ class NoiseOptimization:
             last = step == self.optimization_steps
             with torch.set_grad_enabled(not last):
                 sample = self.sample_from(model, noise * scale, gens)
-                image = model.to_image(sample) if self.decoder is None or last else (self.tiny(sample) + 1) / 2
+                seen, image = self.images(model, sample)
                 if not last:
                     penalty = self.norm_weight * (noise.flatten(1).norm(dim=1) - math.sqrt(n)) ** 2 / n
                     optimizer.zero_grad()
-                    (model.loss(model.extractor(image), target) + penalty).sum().backward()
-            if self.decoder is not None and not last:  # the gradient went through the cheap decoder
-                with torch.no_grad():
-                    image = model.to_image(sample)
+                    (model.loss(model.extractor(seen), target) + penalty).sum().backward()
             loss, cosine = track_best(model.extractor, model.loss, best, [image.detach()], target, step, rows)
             trajectory.add(step, 0, rows, loss, cosine)
             if not last:
@@ -126,6 +127,16 @@ class NoiseOptimization:
                 "nfe": count(steps * (self.optimization_steps + 1)),
                 "unet_backward": count(steps * self.optimization_steps), "failed_step": never, "stop_step": never,
                 "trajectory": trajectory.per_sample()}
+
+    def images(self, model, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A pass's image for the objective (through the cheap decoder where one is set and the pass has a
+        gradient) and its image to score and keep (the prior's decode; without gradient beside the cheap one)."""
+        if self.decoder is None or not torch.is_grad_enabled():
+            image = model.to_image(sample)
+            return image, image
+        with torch.no_grad():
+            image = model.to_image(sample)
+        return (self.tiny(sample) + 1) / 2, image
 
     def tiny(self, sample: torch.Tensor) -> torch.Tensor:
         """The cheap decoder: a latent sample -> image in [-1, 1], differentiable."""

@@ -71,6 +71,7 @@ class PromptConditionedPrior(LatentDiffusionPrior):
     subfolder: ClassVar[str] = "unet"  # the denoiser's folder
     denoiser: ClassVar[tuple[str, ...]] = ()  # the denoiser classes this prior runs (its config's _class_name)
     fields: ClassVar[dict] = {}  # and the values its config must have
+    text_kwargs: dict = {}  # what encode_prompt takes besides the prompt (a subclass's __init__ sets it)
 
     def __init__(self, pretrained: str, scheduler: str = "diffusers.FlowMatchEulerDiscreteScheduler",
                  scheduler_config: dict | None = None, prompt: str = "",
@@ -85,7 +86,8 @@ class PromptConditionedPrior(LatentDiffusionPrior):
         self.latent_size = self.check_resolution(resolution)
         key = "model.prior.prompt_embeds"
         if prompt_embeds is None:
-            key, embeds, source = "model.prior.pretrained", self.encode_prompt(pretrained, prompt), "its text encoders"
+            key, embeds, source = ("model.prior.pretrained", self.encode_prompt(pretrained, prompt, **self.text_kwargs),
+                                   "its text encoders")
         else:
             record = load_prompt_embeds(prompt_embeds)
             if prompt and prompt != record["prompt"]:
@@ -172,9 +174,10 @@ class PromptConditionedPrior(LatentDiffusionPrior):
 
 
 def write_prompt_embeds(prior: type[PromptConditionedPrior], pretrained: str, prompt: str,
-                        out: str | os.PathLike, key: str = "model.prior.pretrained") -> dict:
-    """Encode ``prompt`` with ``prior``'s text encoders from ``pretrained`` and write the file that its
-    ``prompt_embeds`` option reads; returns the embeddings."""
-    embeds = prior.encode_prompt(pretrained, prompt, key)
+                        out: str | os.PathLike, key: str = "model.prior.pretrained", **kwargs) -> dict:
+    """Encode ``prompt`` with ``prior``'s text encoders from ``pretrained`` (``kwargs``: its ``encode_prompt``'s,
+    e.g. ``max_sequence_length``) and write the file that its ``prompt_embeds`` option reads; returns the
+    embeddings."""
+    embeds = prior.encode_prompt(pretrained, prompt, key, **kwargs)
     save_prompt_embeds(out, embeds, f"{prior.__module__}.{prior.__qualname__}", pretrained, prompt)
     return embeds

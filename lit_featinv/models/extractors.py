@@ -6,6 +6,7 @@ arguments) and returns float32 features of shape [B, D]. Subclass :class:`Featur
 """
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .loading import check_source, load_state_dict, offline_hint
+from .loading import check_source, load_state_dict, require_hub
 from .preprocess import Preprocess, center_crop_transform
 
 
@@ -58,6 +59,29 @@ def check_local_dir(model_name: str) -> None:
     """Fail early, naming the key, when a ``local-dir:FOLDER`` model name points nowhere (timm, open_clip)."""
     if model_name.startswith("local-dir:"):
         check_source(model_name[len("local-dir:"):], "model.extractor.model_name")
+
+
+def check_hub_name(model_name: str) -> None:
+    """An ``hf-hub:ORG/NAME`` model name (timm, open_clip) that is not cached with no hub to fetch it from: one line."""
+    if model_name.startswith("hf-hub:"):
+        require_hub(model_name[len("hf-hub:"):].partition("@")[0], "model.extractor.model_name",
+                    local="folder (local-dir:FOLDER)")
+
+
+def timm_hub_id(model_name: str, model_kwargs: dict) -> str | None:
+    """The hub id timm reads ``model_name``'s pretrained weights from; None: a file, a URL or a name timm lacks."""
+    from timm.models import get_pretrained_cfg
+
+    if ":" in model_name or get_pretrained_cfg(model_name) is None:  # local-dir:, hf-hub: (check_hub_name), unknown
+        return None
+    try:
+        from timm.models._builder import _resolve_pretrained_source, resolve_pretrained_cfg
+        cfg = resolve_pretrained_cfg(model_name, model_kwargs.get("pretrained_cfg"),
+                                     model_kwargs.get("pretrained_cfg_overlay"))
+        source, location = _resolve_pretrained_source(cfg.to_dict())
+    except Exception:  # timm's internals moved: create_model loads as it would have
+        return None
+    return (location[0] if isinstance(location, tuple) else location) if source == "hf-hub" else None
 
 
 class FeatureExtractor(nn.Module):
@@ -138,6 +162,9 @@ class TimmExtractor(FeatureExtractor):
         from timm.data import resolve_data_config
 
         check_local_dir(model_name)
+        check_hub_name(model_name)
+        if pretrained and (repo := timm_hub_id(model_name, model_kwargs or {})):
+            require_hub(repo, "model.extractor.model_name", f" (timm {model_name})", "folder (local-dir:FOLDER)")
         try:
             network = timm.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
         except RuntimeError as err:
@@ -211,14 +238,16 @@ class OpenClipExtractor(FeatureExtractor):
             pretrained = os.path.expanduser(pretrained)
             if not os.path.isfile(pretrained):
                 raise ConfigError("model.extractor.pretrained", f"no such file {pretrained!r} (cwd: {os.getcwd()})")
+        check_hub_name(model_name)
+        hub = open_clip.get_pretrained_cfg(model_name, pretrained).get("hf_hub", "") if pretrained else ""
+        if hub:  # 'ORG/NAME/' or 'ORG/NAME/FILE', which open_clip prefers to the tag's URL
+            require_hub(os.path.split(hub)[0], "model.extractor.pretrained",
+                        f" (open_clip {model_name}, pretrained={pretrained!r})", "file")
         try:
             network = open_clip.create_model(model_name, pretrained=pretrained, **(model_kwargs or {}))
-            tokenizer = open_clip.get_tokenizer(model_name)
         except (OSError, RuntimeError, ValueError) as err:
-            download = pretrained and not os.path.exists(pretrained)
-            hint = offline_hint("model.extractor.pretrained", "file") if download else ""
             raise ConfigError("model.extractor", f"cannot create open_clip model {model_name!r} with pretrained="
-                                                 f"{pretrained!r}:{hint} {err}") from err
+                                                 f"{pretrained!r}: {err}") from err
         cfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(network))
         if cfg.resize_mode not in ("shortest", "squash"):
             raise ConfigError("model.extractor", f"open_clip resize_mode {cfg.resize_mode!r} is not supported")
@@ -226,7 +255,13 @@ class OpenClipExtractor(FeatureExtractor):
         own = {"resize": min(size) if cfg.resize_mode == "shortest" else size, "crop": size, "in_chans": 3,
                "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}
         super().__init__(network, Preprocess.with_overrides(own, preprocess), layer, pool, select, autocast)
-        self.tokenizer = tokenizer
+        self.model_name = model_name
+
+    @functools.cached_property
+    def tokenizer(self):
+        """open_clip's tokenizer of the model, made at the first text (SigLIP's is a hub download: images need none)."""
+        import open_clip
+        return open_clip.get_tokenizer(self.model_name)
 
     def run_network(self, x: torch.Tensor):
         return self.network.encode_image(x)

@@ -33,6 +33,8 @@ class FluxPrior(PromptConditionedPrior):
             packing); null: the model's default (its VAE config's ``sample_size``: 1024, FluxPipeline's default).
         guidance_scale: the value of the distilled guidance embedding (FLUX.1-dev's default 3.5); used only when
             the transformer has one (``guidance_embeds``; FLUX.1-schnell has none).
+        max_sequence_length: T5 tokens of the prompt (``FluxPipeline``'s default 512; FLUX.1-schnell's model card
+            runs 256).
         gradient_checkpointing, vae_upcast, channels_last, compile, weights_dtype: as
             :class:`~lit_featinv.LatentDiffusionPrior`.
     """
@@ -46,16 +48,20 @@ class FluxPrior(PromptConditionedPrior):
                  scheduler_config: dict | None = None, prompt: str = "", prompt_embeds: str | None = None,
                  resolution: int | tuple[int, int] | None = None, guidance_scale: float = 3.5,
                  gradient_checkpointing: bool = False, vae_upcast: bool | None = None, channels_last: bool = False,
-                 compile: bool | dict = False, weights_dtype: str = "float32"):
+                 compile: bool | dict = False, weights_dtype: str = "float32", max_sequence_length: int = 512):
+        self.text_kwargs = {"max_sequence_length": max_sequence_length}
         super().__init__(pretrained, scheduler, scheduler_config, prompt, prompt_embeds, resolution,
                          gradient_checkpointing, vae_upcast, channels_last, compile, weights_dtype)
         self.guidance_scale = guidance_scale
 
     @classmethod
-    def encode_prompt(cls, pretrained: str, prompt: str, key: str = "model.prior.pretrained") -> dict:
-        """As ``FluxPipeline.encode_prompt``: T5's tokens (:attr:`max_sequence_length`), CLIP's ``pooler_output``."""
+    def encode_prompt(cls, pretrained: str, prompt: str, key: str = "model.prior.pretrained",
+                      max_sequence_length: int | None = None) -> dict:
+        """As ``FluxPipeline.encode_prompt``: T5's tokens (``max_sequence_length``, default
+        :attr:`max_sequence_length`), CLIP's ``pooler_output``."""
         pooled = clip_text(pretrained, prompt, "text_encoder", "tokenizer", key, projection=False).pooler_output
-        t5 = t5_text(pretrained, prompt, "text_encoder_2", "tokenizer_2", cls.max_sequence_length, key)
+        tokens = max_sequence_length or cls.max_sequence_length
+        t5 = t5_text(pretrained, prompt, "text_encoder_2", "tokenizer_2", tokens, key)
         return {"prompt_embeds": t5.float(), "pooled_prompt_embeds": pooled.float()}
 
     @property

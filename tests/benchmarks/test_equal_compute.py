@@ -14,3 +14,31 @@ def test_each_targets_best_generation_is_its_highest_cosine_and_a_failed_target_
     best = equal_compute.best_per_target(lines)
     assert [(b["id"], b["cosine"]) for b in best] == [("a", 0.97), ("b", None), ("c", 0.5)]
     assert best[0]["sample"] == 1
+
+
+def test_reuse_reads_a_finished_run_of_the_same_settings_and_reruns_otherwise(tmp_path, monkeypatch):
+    import json
+    calls = []
+
+    def fake_run(argv):
+        calls.append(argv)
+        folder = argv[argv.index("--trainer.default_root_dir") + 1]
+        (tmp_path / "out" / "preset").mkdir(parents=True, exist_ok=True)
+        line = {"id": "t0", "sample": 0, "cosine": 0.9, "nfe": 400, "unet_backward": 400, "image": "images/a.png"}
+        with open(f"{folder}/metrics.jsonl", "w") as f:
+            f.write(json.dumps(line) + "\n")
+
+    monkeypatch.setattr(equal_compute, "run", fake_run)
+    monkeypatch.setattr(equal_compute, "agreement", lambda scored, folder, vit: 1.0)
+    monkeypatch.setattr(equal_compute, "of_images", lambda config, paths: {"prior_score_median": 0.1, "kid": 0.0})
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    (targets / "t0.png").write_bytes(b"")
+    measure = lambda threads, reuse: equal_compute.measure(  # noqa: E731
+        "preset", "c.yaml", [], str(targets), str(tmp_path / "out"), threads, reuse)
+    first = measure(2, True)  # nothing finished yet: runs
+    assert len(calls) == 1 and first["best_mean"] == 0.9
+    assert measure(2, True)["s_per_target"] == first["s_per_target"] and len(calls) == 1  # reused, its seconds kept
+    measure(1, True)  # another thread count: runs again
+    measure(1, False)  # no --reuse: runs again
+    assert len(calls) == 3

@@ -114,13 +114,14 @@ def test_scale_script_estimates_noise_optimisation_of_the_few_step_presets(tmp_p
     resolution, batch 1 and 4, checkpointing as the presets (prior + sampler), a row per case and one per preset with
     the ratio to the authors' FLOPs; then on one prior the three checkpointing settings."""
     import scale
-    for families, resolution in (("sdxl_turbo", 512), ("sd35_large_turbo,flux_schnell", 1024)):
+    for families, resolution, ckpt in (("sdxl_turbo", 512, "off"), ("sd35_large_turbo,flux_schnell", 1024, "on")):
         out = tmp_path / str(resolution)
         assert scale.main(["--tiny", "--out", str(out), "--families", families, "--resolutions", str(resolution),
-                           "--batches", "1,4", "--checkpointing", "on"], extractors=tiny_modern_extractors) == 0
+                           "--batches", "1,4", "--checkpointing", ckpt], extractors=tiny_modern_extractors) == 0
         rows = [json.loads(line) for line in (out / "scale.jsonl").read_text().splitlines()]
         assert [(r["family"], r["batch"], r["variant"]) for r in rows] == [
-            (f, b, "noise_optimization") for f in families.split(",") for b in (1, 4)]
+            (f, b, v) for f in families.split(",") for v in ("noise_optimization", "noise_optimization+tiny_decoder")
+            for b in (1, 4)]
         for r in rows:
             assert "error" not in r and r["gflops_step"] > r["gflops_last"] > 0, r
             assert r["tflops_image"] == pytest.approx((r["optimization_steps"] * r["gflops_step"] + r["gflops_last"])
@@ -128,19 +129,22 @@ def test_scale_script_estimates_noise_optimisation_of_the_few_step_presets(tmp_p
             assert r["resident_bf16"] < r["resident_fp32"] and r["peak_bf16"] < r["peak_fp32"]
         one, four = rows[0], rows[1]
         assert four["created_fp32"] > one["created_fp32"] and four["gflops_step"] > 3 * one["gflops_step"]
+        for vae, tiny in zip(rows[::4] + rows[1::4], rows[2::4] + rows[3::4]):  # the tiny decoder in the gradient
+            assert tiny["variant"].endswith("+tiny_decoder") and tiny["batch"] == vae["batch"]
+            assert tiny["gflops_last"] == vae["gflops_last"] and tiny["gflops_step"] != vae["gflops_step"]
         text = (out / "scale.md").read_text()
         assert "the authors' FLOPs per image: 1.144e+05 TFLOPs, paper/resnet50" in text
         assert "| GFLOPs / guided iteration |" not in text  # no guided case: no guided table
         assert "## The few-step presets against the authors', the paper presets and ReNO" in text
         assert len(re.findall(r"^- modern/\w+ \(.+\): [0-9,]+ TFLOPs per image .+ of the authors': meets the goal\.$",
                               text, re.M)) == len(families.split(","))  # tiny models
-        assert len(re.findall(rf"^\| [\w .-]+ \| {resolution} \| [14] \| on \| (50 Adam steps x 1 step|30 Adam "
-                              r"steps x 4 steps) \| ([0-9.]+ / [0-9.]+ \| ){3}24 GB \| 24 GB \| [0-9,]+ \| [0-9,]+ \| "
+        assert len(re.findall(rf"^\| [\w .-]+ \| {resolution} \| [14] \| {ckpt} \| (25 Adam steps x 1 step|30 Adam "
+                              r"steps x 4 steps)(, tiny decoder)? \| ([0-9.]+ / [0-9.]+ \| ){3}24 GB \| 24 GB \| [0-9,]+ \| [0-9,]+ \| "
                               r"[0-9.,]+ \|$", text, re.M)) == len(rows), text
-        presets = re.findall(rf"^\| (modern/\w+) \| {resolution} \| on \| (fp32|bf16) \| [0-9.]+ \(24 GB\) \| "
+        presets = re.findall(rf"^\| (modern/\w+) \| {resolution} \| {ckpt} \| (fp32|bf16) \| [0-9.]+ \(24 GB\) \| "
                              r"[0-9.]+ \(24 GB\) \| ([14]) \| (\d+ x \d \(\d+ forwards, \d+ backwards\)) \| "
                              r"[0-9.,]+ \| 1/[0-9,]+ \| yes \|$", text, re.M)
-        assert presets == {512: [("modern/sdxl_turbo_clip", "fp32", "4", "50 x 1 (51 forwards, 50 backwards)")],
+        assert presets == {512: [("modern/sdxl_turbo_clip", "bf16", "4", "25 x 1 (26 forwards, 25 backwards)")],
                            1024: [("modern/sd35_large_turbo_siglip", "bf16", "1",
                                    "30 x 4 (124 forwards, 120 backwards)"),
                                   ("modern/flux_schnell_dinov2", "bf16", "1",
@@ -160,8 +164,9 @@ def test_scale_script_estimates_noise_optimisation_of_the_few_step_presets(tmp_p
     assert re.search(r"^\| FLUX.1-schnell \| 512 \| 1 \| prior only \| 30 Adam steps x 4 steps \|", text, re.M), text
 
 
-@pytest.mark.parametrize("family", FEW_STEP)
-def test_noise_estimate_counts_the_flops_that_generate_runs(family, tmp_path, tiny_modern_extractors):
+@pytest.mark.parametrize("family,variant", [(f, "noise_optimization") for f in FEW_STEP]
+                         + [("sdxl_turbo", "noise_optimization+tiny_decoder")])
+def test_noise_estimate_counts_the_flops_that_generate_runs(family, variant, tmp_path, tiny_modern_extractors):
     """The fake-tensor estimate of an Adam step's pass + the last pass counts the FLOPs of the real
     ``NoiseOptimization.generate`` with one Adam step on real tiny models (the same sampler, decode, extractor,
     backward and best-image scoring; the Adam update and the bookkeeping count none)."""
@@ -172,7 +177,8 @@ def test_noise_estimate_counts_the_flops_that_generate_runs(family, tmp_path, ti
     prior = gpu.modern_prior(family, folder, 64, *gpu.modern_models(family, "tiny"))
     gpu.set_checkpointing(prior, True)
     extractor = tiny_modern_extractors[family][1]()
-    module = gpu.modern_module(family, prior, extractor, "noise_optimization", True)
+    module = gpu.modern_module(family, prior, extractor, variant, True)
+    assert (module.sampler.decoder is not None) == variant.endswith("+tiny_decoder")
     module.sampler.optimization_steps = 1
     with torch.no_grad():
         dim = extractor.measure(torch.rand(1, 3, 64, 64)).shape[1]
@@ -192,8 +198,8 @@ def test_gpu_script_modern_measures_every_case_on_tiny_models(tmp_path, tiny_mod
     rows = [json.loads(line) for line in (tmp_path / "gpu-modern.jsonl").read_text().splitlines()]
     cases = [(f, h, v, c) for f in GUIDED for h in ("fp32", "bf16")
              for v in ("unet_gradient", "clean_estimate") for c in ("off", "on")]
-    cases += [(f, h, "noise_optimization", c) for f in FEW_STEP for h in ("fp32", "bf16")
-              for c in ("off", "on", "prior")]
+    cases += [(f, h, v, c) for f in FEW_STEP for h in ("fp32", "bf16")
+              for v in ("noise_optimization", "noise_optimization+tiny_decoder") for c in ("off", "on", "prior")]
     assert [(r["family"], r["held"], r["variant"], r["ckpt"]) for r in rows] == cases
     assert all(r["finite"] and r["batch"] == 2 and "error" not in r for r in rows), rows
     assert all(r["ms"] > 0 for r in rows if r["family"] in GUIDED)
@@ -203,6 +209,6 @@ def test_gpu_script_modern_measures_every_case_on_tiny_models(tmp_path, tiny_mod
     assert "- command: `python benchmarks/gpu.py --modern --tiny --device cpu" in text
     assert len(re.findall(r"^\| [\w .-]+ \| 64 \| (fp32|bf16) \| \w+ \| bf16 autocast \| 2 \| (on|off) \| [0-9.]+ \| "
                           r"[0-9.]+ \| n/a \| n/a \| n/a \| n/a \|  \|$", text, re.M)) == len(rows) - len(noise)
-    assert len(re.findall(r"^\| [\w .-]+ \| 64 \| (fp32|bf16) \| noise_optimization x (30|50) \| bf16 autocast \| 2 \| "
+    assert len(re.findall(r"^\| [\w .-]+ \| 64 \| (fp32|bf16) \| noise_optimization(\+tiny_decoder)? x (30|50) \| bf16 autocast \| 2 \| "
                           r"(on|off|prior) \| -?[0-9.]+ \| [0-9.]+ \| [0-9.]+ \| n/a \| n/a \| n/a \| n/a \|  \|$",
                           text, re.M)) == len(noise), text

@@ -311,3 +311,20 @@ def test_weights_held_in_bf16_run_with_and_without_autocast(folders, name):
         assert (out - expected).abs().max() < 0.1 * expected.abs().max()
     with pytest.raises(ConfigError, match=r"^model.prior.weights_dtype: 'half' is not one of"):
         prior_of(name, folders, weights_dtype="half")
+
+
+def test_flux_t5_token_count_is_an_argument_of_the_prior_and_of_encode_prompt(folders, tmp_path, capsys):
+    """FLUX.1-schnell's model card runs 256 T5 tokens, FluxPipeline's default 512: max_sequence_length sets it in the
+    prior and in lit-featinv encode-prompt (the same embeddings); a prior without T5 refuses it in one line."""
+    default, short = prior_of("flux", folders), prior_of("flux", folders, max_sequence_length=16)
+    assert default.prompt_embeds.shape[1] == 512 and short.prompt_embeds.shape[1] == 16
+    out = tmp_path / "short.pt"
+    encode_prompt_command(["--prior", "lit_featinv.FluxPrior", "--pretrained", str(folders["flux"]), "--out", str(out),
+                           "--max-sequence-length", "16"])
+    assert "prompt_embeds (1, 16, " in capsys.readouterr().out
+    assert torch.equal(prior_of("flux", folders, prompt_embeds=str(out)).prompt_embeds, short.prompt_embeds)
+    with pytest.raises(SystemExit) as err:
+        encode_prompt_command(["--prior", "lit_featinv.StableDiffusionXLPrior", "--pretrained", str(folders["sdxl"]),
+                               "--out", str(tmp_path / "x.pt"), "--max-sequence-length", "16"])
+    assert one_line(err).startswith("lit-featinv encode-prompt: error: --max-sequence-length: lit_featinv."
+                                    "StableDiffusionXLPrior takes no T5 token count")

@@ -60,9 +60,10 @@ def test_open_clip_unknown_tag_names_the_key(open_clip_name):
 
 def test_open_clip_weights_offline_name_the_key(offline_hub):
     """RN50/openai (the paper's CLIP) with no network and an empty cache: one message naming the key and the file."""
-    with pytest.raises(ConfigError, match=r"model.extractor: cannot create open_clip model 'RN50-quickgelu' with "
-                                           r"pretrained='openai':.*point model.extractor.pretrained at the local file"
-                                           r".*resnet50_clip.openai"):
+    with pytest.raises(ConfigError, match=r"model.extractor.pretrained: cannot load 'timm/resnet50_clip.openai' "
+                                           r"\(open_clip RN50-quickgelu, pretrained='openai'\) for the extractor: .*"
+                                           r"`hf download timm/resnet50_clip.openai`.*point model.extractor.pretrained "
+                                           r"at the local file"):
         OpenClipExtractor("RN50-quickgelu", pretrained="openai")
 
 

@@ -74,7 +74,7 @@ def test_unreachable_hub_id_fails_at_start_up_naming_the_key(offline_hub):
                 r"point model.prior.pretrained at the local folder")
     with pytest.raises(ConfigError, match=expected):
         StableDiffusionPrior("nobody/no-such-model")
-    with pytest.raises(ConfigError, match=r"\(text_encoder/\): It is neither a local folder"):  # transformers loads
+    with pytest.raises(ConfigError, match=r"\(text_encoder/\) for the prior: it is not in the Hugging Face cache"):
         encode_prompt("nobody/no-such-model")
 
 

@@ -234,3 +234,13 @@ def test_readme_dinov2_and_siglip_extractors_build_as_documented():
     assert siglip.network.global_pool == "map" and siglip.preprocess.interpolation == "bicubic"
     assert siglip.preprocess.resize_to == (224, 224) and siglip(torch.rand(1, 3, 300, 200)).shape == (1, 32)
     torch.testing.assert_close(siglip.preprocess.mean.flatten(), torch.full((3,), 0.5))
+
+
+def test_open_clip_tokenizer_is_made_at_the_first_text_not_with_the_model(tiny_siglip_open_clip, monkeypatch):
+    """SigLIP's tokenizer is a hub download: an image-only run (the SD 3.5 Large Turbo preset's) must not need it."""
+    import open_clip
+    made = []
+    monkeypatch.setattr(open_clip, "get_tokenizer", lambda name: made.append(name) or (lambda texts: None))
+    ext = OpenClipExtractor(tiny_siglip_open_clip)
+    assert made == []
+    assert ext.tokenizer is ext.tokenizer and made == [tiny_siglip_open_clip]

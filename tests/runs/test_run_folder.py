@@ -279,7 +279,7 @@ def test_bad_output_folders_and_paths_are_one_line_before_any_model_loads(pixel_
     cases = {("--writer.output_dir", str(tmp_path / "file")): f"writer.output_dir: '{tmp_path / 'file'}' is a file, "
                                                                f"not a folder",
              ("--writer.output_dir", "/proc/lit-featinv"): "writer.output_dir: cannot write to '/proc/lit-featinv': ",
-             ("--data.init_args.images", str(tmp_path / "none")): f"data.images: no such file or folder "
+             ("--data.init_args.images", str(tmp_path / "none")): f"data.init_args.images: no such file or folder "
                                                                    f"'{tmp_path / 'none'}'"}
     for args, message in cases.items():
         with pytest.raises(SystemExit) as stop:
