@@ -12,8 +12,9 @@ cosine of the best saved generation (as saved, 8-bit PNG) per target, its mean a
 stays below 0.95; the other classifier (zoo ViT) agreeing with the target's class on the best generation; and the
 naturalness of the best generations (``benchmarks/naturalness.py``: the prior score's median, KID x 1000), beside
 the mean cosine of every saved generation. Writes ``results.md`` (with the command and the per-target table) to
-``--out``. ``--reuse`` reads a sampler's finished run there instead of running it again (the samplers of one
-table can then run in separate sessions). Needs: apt-get install dataset-fashion-mnist
+``--out``. ``--reuse`` reads a sampler's finished run there instead of running it again, and resumes an unfinished
+one (its seconds then unknown: '-'), so that the samplers of one table can run in separate sessions. Needs:
+apt-get install dataset-fashion-mnist
 """
 from __future__ import annotations
 
@@ -56,13 +57,14 @@ def measure(name: str, config: str, extra: list[str], targets: str, out: str, th
     if reuse and os.path.exists(done) and {k: v for k, v in json.load(open(done)).items() if k != "wall"} == ran:
         wall = json.load(open(done))["wall"]
         print(f"[equal_compute] {name}: reusing the finished run in {folder}", flush=True)
-    else:
+    else:  # with reuse, an unfinished run of it resumes (the writer checks that its config is the same)
+        resumed = reuse and os.path.exists(os.path.join(folder, "metrics.jsonl"))
         start = time.perf_counter()
         run(["predict", "--config", config, "--data.init_args.images", targets, "--data.init_args.limit", "null",
              "--model.init_args.samples_per_target", "4", "--model.init_args.progress", "false",
              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", folder, "--writer.overwrite",
-             "true", "--threads", str(threads), *extra])
-        wall = time.perf_counter() - start
+             str(not reuse).lower(), "--threads", str(threads), *extra])
+        wall = None if resumed else time.perf_counter() - start  # a resumed run's seconds are not all known
         with open(done, "w") as f:
             json.dump(ran | {"wall": wall}, f)
     with open(os.path.join(folder, "metrics.jsonl")) as f:
@@ -74,11 +76,17 @@ def measure(name: str, config: str, extra: list[str], targets: str, out: str, th
     paths = [os.path.join(folder, b["image"]) for b in scored]
     return {"sampler": name, "targets": len(best), "failed": len(best) - len(scored),
             "forward": per_target("nfe"), "backward": per_target("unet_backward"),
-            "s_per_target": wall / len(best), "best_mean": statistics.mean(cos), "best_worst": min(cos),
+            "s_per_target": None if wall is None else wall / len(best),
+            "best_mean": statistics.mean(cos), "best_worst": min(cos),
             "below": sum(c < FAIL for c in cos) + len(best) - len(scored),
             "all_mean": statistics.mean(line["cosine"] for line in lines if line.get("cosine") is not None),
             "agreement": agreement(scored, folder, VIT), **of_images(config, paths),
             "per_target": {b["id"]: b["cosine"] for b in best}}
+
+
+def seconds(row: dict) -> str:
+    """Seconds per target, or '-' for a run resumed in another process (its earlier seconds are not known)."""
+    return "-" if row["s_per_target"] is None else f"{row['s_per_target']:.1f}"
 
 
 def write(out: str, rows: list[dict], threads: int) -> None:
@@ -89,7 +97,7 @@ def write(out: str, rows: list[dict], threads: int) -> None:
              "| cosine mean (every saved) |", "|" + " --- |" * 12]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['targets']} | {r['forward']:.0f} | {r['backward']:.0f} "
-                     f"| {r['s_per_target']:.1f} | {r['best_mean']:.4f} | {r['best_worst']:.4f} | {r['below']} "
+                     f"| {seconds(r)} | {r['best_mean']:.4f} | {r['best_worst']:.4f} | {r['below']} "
                      f"| {100 * r['agreement']:.0f}% | {r['prior_score_median']:.4f} | {r['kid']:.2f} "
                      f"| {r['all_mean']:.4f} |")
     ids = list(rows[0]["per_target"])

@@ -39,6 +39,11 @@ def test_reuse_reads_a_finished_run_of_the_same_settings_and_reruns_otherwise(tm
     first = measure(2, True)  # nothing finished yet: runs
     assert len(calls) == 1 and first["best_mean"] == 0.9
     assert measure(2, True)["s_per_target"] == first["s_per_target"] and len(calls) == 1  # reused, its seconds kept
-    measure(1, True)  # another thread count: runs again
-    measure(1, False)  # no --reuse: runs again
-    assert len(calls) == 3
+    measure(1, True)  # another thread count: runs again (resuming its folder: its seconds are not known)
+    overwrite = lambda argv: argv[argv.index("--writer.overwrite") + 1]  # noqa: E731
+    assert len(calls) == 2 and overwrite(calls[0]) == overwrite(calls[1]) == "false"
+    assert measure(1, False)["s_per_target"] is not None and overwrite(calls[2]) == "true"  # no --reuse: afresh
+    (tmp_path / "out" / "preset" / "seconds.json").unlink()  # a run killed before its end: resumed with --reuse
+    resumed = measure(1, True)
+    assert len(calls) == 4 and overwrite(calls[3]) == "false" and resumed["s_per_target"] is None
+    assert equal_compute.seconds(resumed) == "-" and equal_compute.seconds(first) != "-"
