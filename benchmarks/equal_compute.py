@@ -26,6 +26,7 @@ import shlex
 import statistics
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fmnist import export  # noqa: E402
@@ -54,8 +55,9 @@ def measure(name: str, config: str, extra: list[str], targets: str, out: str, th
     folder = os.path.join(out, name)
     done = os.path.join(folder, "seconds.json")  # written after a finished run: its wall time and what it ran
     ran = {"config": config, "extra": extra, "threads": threads, "targets": len(os.listdir(targets))}
-    if reuse and os.path.exists(done) and {k: v for k, v in json.load(open(done)).items() if k != "wall"} == ran:
-        wall = json.load(open(done))["wall"]
+    finished = json.loads(Path(done).read_text()) if reuse and os.path.exists(done) else {}
+    if finished and {k: v for k, v in finished.items() if k != "wall"} == ran:
+        wall = finished["wall"]
         print(f"[equal_compute] {name}: reusing the finished run in {folder}", flush=True)
     else:  # with reuse, an unfinished run of it resumes (the writer checks that its config is the same)
         resumed = reuse and os.path.exists(os.path.join(folder, "metrics.jsonl"))

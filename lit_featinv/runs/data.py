@@ -2,7 +2,6 @@
 rank its own."""
 from __future__ import annotations
 
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -12,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
 from ..method.constructions import Construction
-from .sources import (constructed_items, feature_items, image_items, load_item, prompt_items, source_of,
+from .sources import (constructed_items, feature_items, image_items, load_item, prompt_items, require, source_of,
                       warn_zero_features)
 
 
@@ -85,9 +84,9 @@ class TargetData(LightningDataModule):
         """Before any model loads: the sources exist and the feature files are well formed (images are read later);
         constructions: their arguments, files and the sizes of their feature files. An image folder that is not there
         (the presets' placeholder ``targets``) is named by the key as typed, with the line that gives one."""
-        if images is not None and not Path(images).exists():
-            raise ConfigError("data.init_args.images", f"no such file or folder {str(images)!r} (cwd: {os.getcwd()}); "
-                                                       f"give your images: --data.init_args.images path/to/your/images")
+        if images is not None:
+            require(Path(images), "data.init_args.images",
+                    "; give your images: --data.init_args.images path/to/your/images")
         if features is not None:
             feature_items(features)
         if prompts is not None:

@@ -19,9 +19,10 @@ from .images import from_pil, load_image
 FEATURE_SUFFIXES = (".pt", ".pth", ".npy")
 
 
-def require(root: Path, key: str) -> Path:
+def require(root: Path, key: str, hint: str = "") -> Path:
+    """``root``, which exists; else one line naming ``key`` (and ``hint``: what to do)."""
     if not root.exists():
-        raise ConfigError(key, f"no such file or folder {str(root)!r} (cwd: {os.getcwd()})")
+        raise ConfigError(key, f"no such file or folder {str(root)!r} (cwd: {os.getcwd()}){hint}")
     return root
 
 
