@@ -35,7 +35,7 @@ then one device call with ``carry: [".whl"]`` and ``timeout_s: 560``::
       HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 && nvidia-smi --query-gpu=name,memory.total --format=csv && \\
       python3 benchmarks/gpu.py --time-limit 420 2>&1 | tee $OUT/gpu.log
 
-and ``give_back``; commit ``gpu.md`` under benchmarks/results/ and put its table in the README.
+and ``give_back``; commit ``gpu.md`` under benchmarks/results/ and put its table in docs/benchmarks.md.
 Planned time on an H100 (not yet run): building and loading SD (1.07B parameters) and ViT-H/14 (632M) ~1-1.5 min;
 48 bf16 cases x 4 calls at ~0.1-0.3 s, ~1 min; compiling the UNet ~1 min.
 

@@ -54,7 +54,8 @@ def main():
                             "--trainer.enable_progress_bar", "false", "--model.init_args.progress", "false",
                             "--writer.output_dir", str(out / "quickstart")], env=env, check=True, stdout=log)
     if "readme" in parts:
-        block = re.search(r"```python\n(# Python API.*?)```", (tree / "README.md").read_text(), re.S).group(1)
+        page = tree / "docs" / "api.md" if (tree / "docs" / "api.md").is_file() else tree / "README.md"  # before issue 37
+        block = re.search(r"```python\n(# Python API.*?)```", page.read_text(), re.S).group(1)
         (out / "readme").mkdir(exist_ok=True)
         with open(out / "readme" / "stdout.log", "w") as log:
             subprocess.run([sys.executable, "-c", "import torch; torch.set_num_threads(2)\n" + block],

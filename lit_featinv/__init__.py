@@ -3,7 +3,7 @@
 The public names below are imported when first used (``lit_featinv.FeatureInversion``, ``from lit_featinv import
 ...``, a config's ``class_path``), so the ``lit-featinv`` command starts without torch's import time. Each
 sub-package (``models``, ``method``, ``runs``, ``analysis``, ``app``) exports its own public names the same way;
-README, "Layout", says what each holds."""
+docs/api.md, "Layout", says what each holds."""
 from .lazy import exports
 
 __version__ = "0.1.0"

@@ -2,7 +2,6 @@
 under a user's own Trainer; bad input in one line naming the argument."""
 from __future__ import annotations
 
-import logging
 import re
 
 import numpy as np
@@ -138,28 +137,6 @@ def test_from_config_by_preset_name_and_an_unknown_name_lists_the_presets(monkey
         FeatureInversion.from_config("quickstrat")
     assert re.match(r"config: 'quickstrat' is neither a file nor a preset .*presets: fmnist/channel, .*quickstart",
                     str(err.value))
-
-
-def test_readme_python_example_runs(tmp_path, monkeypatch, caplog, capfd):
-    """The README's Python block, as written, from an empty folder, without Lightning's tips and device lines."""
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(# Python API.*?)```", text, re.S).group(1)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LIT_FEATINV_VERBOSE", raising=False)
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(caplog.handler)  # Lightning's loggers may not pass records to the root's handlers
-    try:
-        exec(compile(block, "README.md", "exec"), {})
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.removeHandler(caplog.handler)
-            logger.setLevel(level)
-    said = caplog.text + "".join(capfd.readouterr())
-    assert "Tip" not in said and "GPU available" not in said, said
-    assert (tmp_path / "boot_decoded.png").is_file()
-    assert len((tmp_path / "runs" / "api" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_images_mixing_sizes_in_a_folder_are_fine(decoder, tmp_path):

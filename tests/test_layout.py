@@ -1,4 +1,4 @@
-"""The package's layout holds (README, "Layout"): lower layers never import higher ones, no import circle, no file
+"""The package's layout holds (docs/api.md, "Layout"): lower layers never import higher ones, no import circle, no file
 past ~400 lines, every public name resolves, and benchmarks and notebooks use public names only."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def module_name(path: Path) -> str:
 def layer(module: str) -> int:
     found = [n for n, names in enumerate(LAYERS) for name in names
              if module == name or (name != "lit_featinv" and module.startswith(name + "."))]
-    assert found, f"{module} is in no layer: add it to LAYERS and to the README's Layout table"
+    assert found, f"{module} is in no layer: add it to LAYERS and to the Layout table of docs/api.md"
     return max(found)
 
 

@@ -53,6 +53,8 @@ class TargetData(LightningDataModule):
         batch_size: targets per batch (each gives ``model.samples_per_target`` generations). Batches are fixed by it
             (consecutive targets in id order), so a generation's pixels do not depend on the device count or on
             resuming; another batch size changes them slightly (float rounding).
+        num_workers: DataLoader worker processes that read the target images (0: in the main process); a rerun may
+            change it.
         limit: use only the first ``limit`` targets: images (sorted by id), then feature files, prompts and
             constructed targets; with several sources given, a warning says what it left out.
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, cli_config
+from conftest import ROOT, cli_config, documentation
 from lit_featinv import TimmExtractor
 from lit_featinv.app.cli import NOISE, main
 from lit_featinv.runs.images import load_image
@@ -114,8 +114,8 @@ def test_bad_config_value_is_reported(tmp_path, pixel_prior, timm_dir, image_dir
 
 
 def readme_yaml(containing: str, indent: int) -> dict:
-    """The README's YAML block that contains ``containing``, parsed (its lines less ``indent`` spaces)."""
-    blocks = [b.split("```", 1)[0] for b in (ROOT / "README.md").read_text().split("```yaml\n")[1:]]
+    """The documentation's first YAML block that contains ``containing``, parsed (its lines less ``indent`` spaces)."""
+    blocks = [b.split("```", 1)[0] for b in documentation().split("```yaml\n")[1:]]
     block = next(b for b in blocks if containing in b)
     return yaml.safe_load("\n".join(line[indent:] for line in block.splitlines()))
 

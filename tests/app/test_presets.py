@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, ZOO, register_tiny_clip_vit, save_pixel_prior, save_timm, write_images
+from conftest import ROOT, ZOO, documentation, register_tiny_clip_vit, save_pixel_prior, save_timm, write_images
 from lit_featinv import FeatureInversion
 from lit_featinv.config import import_object
 from lit_featinv.method import noise_optimization
@@ -176,8 +176,8 @@ def test_a_bad_schedule_stops_before_any_model_is_loaded(tiny_sources, tmp_path,
     text = str(stop.value)
     assert text.startswith("lit-featinv: error: model.prior.scheduler_config: ") and message in text
     assert "\n" not in text
-    if scheduler == "diffusers.DDPMScheduler":  # the README shows this line
-        assert f"\n{text}\n" in (ROOT / "README.md").read_text()
+    if scheduler == "diffusers.DDPMScheduler":  # docs/configs.md shows this line (the documentation: README + docs)
+        assert f"\n{text}\n" in documentation()
 
 
 def test_presets_lists_every_preset_with_what_it_does(capsys):
@@ -236,9 +236,9 @@ def test_a_class_path_in_the_current_folder_is_found_by_the_console_script(pixel
 
 
 def test_the_readme_lists_the_presets_as_the_command_does(capsys):
-    """The README's block of presets is `lit-featinv presets` as printed (it drifts otherwise)."""
-    from conftest import ROOT
+    """The presets block of docs/configs.md (and the README) is `lit-featinv presets` as printed (it drifts otherwise)."""
+    from conftest import documentation
     from lit_featinv.app.console import main as console
     console(["presets"])
     printed = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("run one")]
-    assert "```\n" + "\n".join(printed) + "\n```" in (ROOT / "README.md").read_text()
+    assert "```\n" + "\n".join(printed) + "\n```" in documentation()

@@ -150,7 +150,7 @@ def test_pure_noise_takes_one_unguided_forward_whatever_k(pixel_prior, timm_dir)
 
 def test_the_views_start_is_ddims_scaled_as_the_readme_says():
     """The view starts from N(0, 1) in flow space: DDIM's start scaled by sqrt(abar) + sqrt(1 - abar), 1.029 at
-    t = 980 (50 steps), as README ("Flow matching on real weights") says."""
+    t = 980 (50 steps), as docs/priors.md ("Flow matching") says."""
     view = FlowMatchingView(str(ZOO / "fmnist-ddpm"))
     abar = vp_alpha_bar(torch.tensor(view.schedule_kwargs(50)["sigmas"][0], dtype=torch.float64))
     assert round(float(abar.sqrt() + (1 - abar).sqrt()), 3) == 1.029

@@ -93,8 +93,8 @@ def test_bad_settings_name_the_key(pixel_prior):
 
 
 def test_the_shipped_references_fit_the_zoo_presets():
-    """benchmarks/results/prior_score/*.json (README, Trust signal) read as references, their prior that of the zoo
-    preset, their settings PriorScore's defaults: a run of the preset is compared with them."""
+    """benchmarks/results/prior_score/*.json (docs/results.md, Trust signal) read as references, their prior that of
+    the zoo preset, their settings PriorScore's defaults: a run of the preset is compared with them."""
     from conftest import ROOT
     from lit_featinv.analysis.trust import describe, load_reference
     for name in ("fmnist-ddpm", "fmnist-ldm"):

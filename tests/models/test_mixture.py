@@ -172,7 +172,8 @@ def test_a_mixture_folder_missing_a_tensor_is_one_line_naming_it(tmp_path):
 
 
 def test_the_preset_takes_a_matrix_targets_and_generations_from_the_command_line(tmp_path):
-    """configs/gmm/guided.yaml with the overrides the README names, on two targets, 5 steps."""
+    """configs/gmm/guided.yaml with the overrides docs/extractors.md names (LinearExtractor's matrix, the target
+    images), on two targets, 5 steps."""
     from lit_featinv.app.cli import main
     matrix = torch.randn(16, 1024, generator=torch.Generator().manual_seed(0))
     save_file({"matrix": matrix}, str(tmp_path / "random16.safetensors"))

@@ -172,7 +172,7 @@ def test_decoder_direction_is_a_direction_target_in_the_base_space(tmp_path, bas
     weights = save_tiny_sae(tmp_path / "sae.safetensors", d_sae=D_SAE)
     sae = SAEExtractor(base, str(weights))
     assert torch.equal(sae.decoder_direction(7), read_sae(str(weights))["W_dec"][7])
-    torch.save(read_sae(str(weights))["W_dec"], tmp_path / "decoder.pt")  # the README's line
+    torch.save(read_sae(str(weights))["W_dec"], tmp_path / "decoder.pt")  # docs/extractors.md's line (SAE latents)
     data = TargetData(constructed=[Direction(str(tmp_path / "decoder.pt"), row=7, norm=3.0)])
     data.setup()
     batch = next(iter(data.predict_dataloader()))

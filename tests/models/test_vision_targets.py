@@ -16,6 +16,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform, resolve_data_config
 
+from conftest import documentation
+
 from lit_featinv import OpenClipExtractor, TimmExtractor
 from lit_featinv.errors import ConfigError
 
@@ -204,15 +206,15 @@ def check_gradient(ext):
 
 
 def readme_extractors() -> dict:
-    """The README's block of DINOv2 and SigLIP extractors (Feature extractors), parsed."""
+    """The block of DINOv2 and SigLIP extractors in docs/extractors.md ("DINOv2 and SigLIP"), parsed."""
     import yaml
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = documentation()
     block = next(b.split("```", 1)[0] for b in text.split("```yaml\n")[1:] if "dinov2_cls:" in b)
     return yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
 
 
 def test_readme_dinov2_and_siglip_extractors_build_as_documented():
-    """Each timm entry of the README's block, built with random weights (tiny), takes the preprocessing and pooling
+    """Each timm entry of the block in docs/extractors.md, built with random weights (tiny), takes the preprocessing and pooling
     its comment states; the open_clip entry names a model and tag open_clip knows."""
     specs = readme_extractors()
     assert set(specs) == {"dinov2_cls", "dinov2_patch_mean", "dinov2_reg4", "siglip_timm", "siglip_open_clip"}

@@ -1,6 +1,6 @@
 """Nothing silently wrong: faults injected into real run folders of the tiny models (then a rerun), signals sent by
 ``os.kill`` to the command's process, odd targets; each test asserts the end state (files present, lines whole,
-nothing redone that was finished, exit codes as the README says)."""
+nothing redone that was finished, exit codes as docs/clusters.md says)."""
 import json
 import os
 import signal

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import (ROOT, assert_same, cli_config, command, finish, lines, snapshot, start, wait_for_lines,
+from conftest import (ROOT, documentation, assert_same, cli_config, command, finish, lines, snapshot, start, wait_for_lines,
                       write_images)
 from lit_featinv.app.cli import main
 from lit_featinv.errors import ConfigError
@@ -33,8 +33,8 @@ def setup(tmp_path_factory, pixel_prior, timm_dir):
 
 
 def assert_shown_in_readme(message: str, out: Path) -> None:
-    """The README shows this message as it is printed (the folder as runs/x)."""
-    assert f"\n{message.replace(str(out), 'runs/x')}\n" in (ROOT / "README.md").read_text()
+    """The documentation shows this message as it is printed (the folder as runs/x)."""
+    assert f"\n{message.replace(str(out), 'runs/x')}\n" in documentation()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,71 @@
+"""The documentation site (issue 37): ``mkdocs build --strict`` passes (a broken link, a missing API object or a
+docstring mkdocstrings cannot read fails it), and the built home and API pages render in headless Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+def browser() -> str:
+    exe = shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    return exe
+
+
+def render(page: Path, shot: Path) -> str:
+    """The page's DOM after its scripts ran, and a 1200x900 screenshot of it."""
+    flags = [browser(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={shot.parent / 'ud'}",
+             "--window-size=1200,900"]
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    done = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.exists(), done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_site_builds_strict_with_every_page(site):
+    for page in ("index.html", "getting-started/index.html", "configs/index.html", "priors/index.html",
+                 "extractors/index.html", "samplers/index.html", "results/index.html", "clusters/index.html",
+                 "api/index.html", "benchmarks/index.html", "troubleshooting/index.html", "method/index.html",
+                 "notebooks/compare_networks/index.html"):
+        assert (site / page).is_file(), page
+
+
+@pytest.mark.parametrize("page, shows", [("index.html", "feature decoder"),
+                                         ("api/index.html", "lit_featinv.module.FeatureInversion")])
+def test_a_built_page_renders_in_a_browser(site, tmp_path, page, shows):
+    dom = render(site / page, tmp_path / "shot.png")
+    assert shows in dom and 'class="md-content"' in dom and 'class="md-nav' in dom  # the theme laid it out
+    if page.startswith("api"):
+        assert dom.count('class="doc doc-object doc-class"') >= 30  # every class of the reference was collected
+    shot = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"))
+    assert (shot < 250).any(axis=2).mean() > 0.05  # not a blank page
+
+
+def test_the_readme_is_a_front_page_that_links_every_page():
+    """README.md stays a front page (at most 250 lines) and links each page of the site."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name != "index.md":
+            assert f"(docs/{page.name})" in text, f"the README does not link docs/{page.name}"
