@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's analysis examples, from the repository root (about 25 min on 2 CPU cores; a rerun resumes):
+# The documentation's analysis examples (docs/results.md, docs/extractors.md), from the repository root (about 25 min on 2 CPU cores; a rerun resumes):
 # - zoo_report.html / zoo_sheet.png / zoo_report.png: the zoo ResNet vs the zoo ViT on the 32 shipped targets, 4
 #   generations each, on the same latent prior (configs/fmnist/latent_resnet.yaml; the ViT run swaps the extractor),
 #   beside the unguided baseline (w = 0, K = 1); diversity in both networks' feature spaces;
