@@ -1,9 +1,9 @@
 """The results-file check (issue 37): every number the documentation takes from a benchmark is traced to its file.
 
 1. Every results file that README.md or a page (docs/*.md) names exists: links whose target goes through
-   ``results/`` (``[benchmarks/results/x.md](results/x.md)``, resolved from the page's folder) and text that names
+   ``results/`` (``[benchmarks/results/<file>.md](results/x.md)``, resolved from the page's folder) and text that names
    ``benchmarks/results/...`` (resolved from the repository root).
-2. A table right after the marker ``<!-- table from: results/X.md -->`` (relative to docs/; ``benchmarks/results/X.md``
+2. A table right after the marker ``<!-- table from: results/X.md -->`` (relative to docs/; ``benchmarks/results/<X>.md``
    is read from the repository root, for README.md) is a copy of rows of X: its header and every body row are rows of
    a table in X, cell for cell (cells split on ``|`` and stripped). A page may leave rows and whole tables of X out.
 3. docs/benchmarks.md has no table with digits that is not so marked (digits inside code spans and link targets do
