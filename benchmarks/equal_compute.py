@@ -13,7 +13,8 @@ stays below 0.95; the other classifier (zoo ViT) agreeing with the target's clas
 naturalness of the best generations (``benchmarks/naturalness.py``: the prior score's median, KID x 1000), beside
 the mean cosine of every saved generation. Writes ``results.md`` (with the command and the per-target table) to
 ``--out``. ``--reuse`` reads a sampler's finished run there instead of running it again, and resumes an unfinished
-one (its seconds then unknown: '-'), so that the samplers of one table can run in separate sessions. Needs:
+one (its seconds then unknown: '-'), so that the samplers of one table can run in separate sessions; ``--tabulate``
+runs nothing and writes the table of the folders as they stand, over the targets every sampler has finished. Needs:
 apt-get install dataset-fashion-mnist
 """
 from __future__ import annotations
@@ -52,6 +53,19 @@ def best_per_target(lines: list[dict]) -> list[dict]:
 def measure(name: str, config: str, extra: list[str], targets: str, out: str, threads: int,
             reuse: bool = False) -> dict:
     """One sampler's run (``reuse``: a finished run of it in ``out``, with its recorded seconds, is read instead)."""
+    return row(name, config, os.path.join(out, name), ran_for(name, config, extra, targets, out, threads, reuse))
+
+
+def finished_targets(folder: str, generations: int = 4) -> set[str]:
+    """The targets of a run folder with all their generations' metrics lines (a run stopped part way has fewer)."""
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        counts = collections.Counter(json.loads(line)["id"] for line in f)
+    return {target for target, n in counts.items() if n >= generations}
+
+
+def ran_for(name: str, config: str, extra: list[str], targets: str, out: str, threads: int,
+            reuse: bool) -> float | None:
+    """Run a sampler (or reuse its finished run, or resume it): its wall seconds, None where not all are known."""
     folder = os.path.join(out, name)
     done = os.path.join(folder, "seconds.json")  # written after a finished run: its wall time and what it ran
     ran = {"config": config, "extra": extra, "threads": threads, "targets": len(os.listdir(targets))}
@@ -69,8 +83,13 @@ def measure(name: str, config: str, extra: list[str], targets: str, out: str, th
         wall = None if resumed else time.perf_counter() - start  # a resumed run's seconds are not all known
         with open(done, "w") as f:
             json.dump(ran | {"wall": wall}, f)
+    return wall
+
+
+def row(name: str, config: str, folder: str, wall: float | None, only: set[str] | None = None) -> dict:
+    """A sampler's table row from its run folder (``only``: those targets alone)."""
     with open(os.path.join(folder, "metrics.jsonl")) as f:
-        lines = [json.loads(line) for line in f]
+        lines = [line for line in map(json.loads, f) if only is None or line["id"] in only]
     best = best_per_target(lines)
     scored = [b for b in best if b["cosine"] is not None]
     cos = [b["cosine"] for b in scored]
@@ -91,9 +110,9 @@ def seconds(row: dict) -> str:
     return "-" if row["s_per_target"] is None else f"{row['s_per_target']:.1f}"
 
 
-def write(out: str, rows: list[dict], threads: int) -> None:
+def write(out: str, rows: list[dict], threads: int, note: str = "") -> None:
     lines = [f"Command: python benchmarks/equal_compute.py {shlex.join(sys.argv[1:])}", "",
-             f"torch threads: {threads}", "",
+             f"torch threads: {threads}", "", *([note, ""] if note else []),
              "| sampler | targets | UNet forward / target | backward / target | s / target | best cosine: mean | worst "
              f"| targets below {FAIL} | other classifier agrees (best) | prior score median (best) | KID x 1000 (best) "
              "| cosine mean (every saved) |", "|" + " --- |" * 12]
@@ -120,9 +139,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every run (the same for all)")
     p.add_argument("--reuse", action="store_true", help="read a sampler's finished run in --out (the same config, "
                                                          "overrides, threads and targets) instead of running it again")
+    p.add_argument("--tabulate", action="store_true", help="run nothing: the table of the run folders in --out as "
+                                                           "they stand, over the targets every sampler has finished")
     a = p.parse_args()
     specs = [(s.partition("=")[0], *s.partition("=")[2].partition(":")[::2]) for s in a.sampler]
     specs = specs or [(name, config, "") for name, config in SAMPLERS.items()]
+    if a.tabulate:
+        folders = [os.path.join(a.out, name) for name, _, _ in specs]
+        only = set.intersection(*map(finished_targets, folders))
+        rows = [row(name, config, folder, None, only) for (name, config, _), folder in zip(specs, folders)]
+        write(a.out, rows, a.threads, note=f"Tabulated as the runs stood (--tabulate), over the targets every sampler "
+                                           f"had finished: {len(only)}; seconds not known ('-').")
+        return print(open(os.path.join(a.out, "results.md")).read())
     targets = os.path.join(a.out, "targets")
     export(targets, a.count)
     rows = []

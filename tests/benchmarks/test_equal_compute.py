@@ -47,3 +47,25 @@ def test_reuse_reads_a_finished_run_of_the_same_settings_and_reruns_otherwise(tm
     resumed = measure(1, True)
     assert len(calls) == 4 and overwrite(calls[3]) == "false" and resumed["s_per_target"] is None
     assert equal_compute.seconds(resumed) == "-" and equal_compute.seconds(first) != "-"
+
+
+def test_tabulate_compares_the_targets_every_sampler_has_finished(tmp_path, monkeypatch):
+    """--tabulate runs nothing: each sampler's row over the targets all samplers have all 4 generations of."""
+    import json
+    monkeypatch.setattr(equal_compute, "run", lambda argv: (_ for _ in ()).throw(AssertionError("ran")))
+    monkeypatch.setattr(equal_compute, "agreement", lambda scored, folder, vit: 1.0)
+    monkeypatch.setattr(equal_compute, "of_images", lambda config, paths: {"prior_score_median": 0.1, "kid": 0.0})
+    done = {"preset": {"t0": 4, "t1": 4, "t2": 4}, "particles": {"t0": 4, "t1": 2}}  # particles stopped in t1
+    for name, targets in done.items():
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "metrics.jsonl", "w") as f:
+            for target, n in targets.items():
+                for j in range(n):
+                    f.write(json.dumps({"id": target, "sample": j, "cosine": 0.9 + j / 100 + (target == "t2") * 0.05,
+                                        "nfe": 400, "unet_backward": 400, "image": f"images/{target}_{j}.png"}) + "\n")
+    monkeypatch.setattr(sys, "argv", ["equal_compute.py", "--out", str(tmp_path), "--tabulate", "--threads", "2"])
+    equal_compute.main()
+    text = (tmp_path / "results.md").read_text()
+    assert "over the targets every sampler had finished: 1;" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| preset |", "| particles |"))]
+    assert len(rows) == 2 and all("| 1 | 1600 | 1600 | - | 0.9300 | 0.9300 |" in r for r in rows), rows
