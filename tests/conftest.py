@@ -23,11 +23,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # ... and the CLI's `threads: aut
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pages() -> list[Path]:
+    """What a user reads: README.md and the documentation site's pages (docs/*.md)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def documentation() -> str:
-    """What a user reads: README.md and the documentation site's pages (docs/*.md), one text. Tests that check a
-    block or a message "as the documentation shows it" search here, whichever page it is on."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    return "\n".join(page.read_text() for page in pages)
+    """The :func:`pages` as one text. Tests that check a block or a message "as the documentation shows it" search
+    here, whichever page it is on."""
+    return "\n".join(page.read_text() for page in pages())
 ZOO = ROOT / "assets" / "zoo"
 FMNIST = ROOT / "assets" / "fmnist-test32"
 

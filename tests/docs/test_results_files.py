@@ -15,7 +15,7 @@ import glob
 import re
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, pages
 
 DOCS = ROOT / "docs"
 BENCHMARKS_PAGE = DOCS / "benchmarks.md"
@@ -24,10 +24,6 @@ NOT_MEASURED = re.compile(r"^\s*<!--\s*table:\s*not measured\s*-->\s*$")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MENTION = re.compile(r"benchmarks/results/[\w./*-]*")
 SEPARATOR_CELL = re.compile(r"^:?-+:?$")
-
-
-def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 
 
 def cells(line: str) -> tuple[str, ...]:

@@ -16,10 +16,10 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, pages
 
 MARKED = re.compile(r"<!-- test: (run|parse) -->\n```(\w+)\n(.*?)```", re.S)
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = pages()
 
 
 def marked_blocks() -> list[tuple[str, str, str, str]]:

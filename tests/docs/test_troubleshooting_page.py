@@ -5,8 +5,6 @@ error message without an entry, or an entry removed, fails here."""
 from __future__ import annotations
 
 import ast
-import re
-from pathlib import Path
 
 import pytest
 
