@@ -136,6 +136,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/equal_compute")
     p.add_argument("--sampler", action="append", default=[], metavar="NAME=CONFIG[:OVERRIDES]",
                    help="a sampler by its config and CLI overrides (default: preset and particles)")
+    p.add_argument("--only", default="", metavar="I,J,...",
+                   help="only these test images (indices; a screen on chosen targets, e.g. the hardest), not the first N")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every run (the same for all)")
     p.add_argument("--reuse", action="store_true", help="read a sampler's finished run in --out (the same config, "
                                                          "overrides, threads and targets) instead of running it again")
@@ -152,7 +154,11 @@ def main() -> None:
                                            f"had finished: {len(only)}; seconds not known ('-').")
         return print(open(os.path.join(a.out, "results.md")).read())
     targets = os.path.join(a.out, "targets")
-    export(targets, a.count)
+    if a.only:
+        for index in map(int, a.only.split(",")):
+            export(targets, 1, offset=index)
+    else:
+        export(targets, a.count)
     rows = []
     for name, config, extra in specs:
         rows.append(measure(name, config, shlex.split(extra), targets, a.out, a.threads, a.reuse))

@@ -32,6 +32,20 @@ def documentation() -> str:
     """The :func:`pages` as one text. Tests that check a block or a message "as the documentation shows it" search
     here, whichever page it is on."""
     return "\n".join(page.read_text() for page in pages())
+def headless_chromium(page: Path, *flags: str) -> subprocess.CompletedProcess:
+    """Open ``page`` in headless Chromium (1200x900) with ``flags`` (e.g. ``--screenshot=FILE``, ``--dump-dom``): its
+    run, text out. No Chromium: the test skips, or fails in CI (``.ci/run`` installs it)."""
+    import shutil
+    exe = shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={page.parent / 'ud'}",
+                           "--window-size=1200,900", *flags, page.resolve().as_uri()], capture_output=True, text=True,
+                          timeout=120)
+
+
 ZOO = ROOT / "assets" / "zoo"
 FMNIST = ROOT / "assets" / "fmnist-test32"
 

@@ -4,10 +4,8 @@ import base64
 import io
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ZOO
+from conftest import ZOO, headless_chromium
 from lit_featinv import analysis
 from lit_featinv.analysis import report
 from lit_featinv.runs import run_stats
@@ -306,14 +304,7 @@ def test_one_label_per_run(tmp_path, two_runs):
 # ---- in a real browser -----------------------------------------------------------------------------------------------
 def chromium(page: Path, screenshot: Path) -> str:
     """Render ``page`` in headless Chromium; its log (console messages are ``CONSOLE`` lines)."""
-    exe = shutil.which("chromium")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs it)")
-        pytest.skip("chromium is not installed")
-    done = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={page.parent / 'ud'}",
-                           "--enable-logging=stderr", "--v=0", f"--screenshot={screenshot}", "--window-size=1200,900",
-                           page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    done = headless_chromium(page, "--enable-logging=stderr", "--v=0", f"--screenshot={screenshot}")
     assert screenshot.exists(), done.stderr[-2000:]
     return done.stderr
 

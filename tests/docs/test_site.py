@@ -3,7 +3,6 @@ docstring mkdocstrings cannot read fails it), and the built home and API pages r
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, headless_chromium
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +23,10 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
-def browser() -> str:
-    exe = shutil.which("chromium")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs it)")
-        pytest.skip("chromium is not installed")
-    return exe
-
-
 def render(page: Path, shot: Path) -> str:
     """The page's DOM after its scripts ran, and a 1200x900 screenshot of it."""
-    flags = [browser(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={shot.parent / 'ud'}",
-             "--window-size=1200,900"]
-    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
-    done = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    headless_chromium(page, f"--screenshot={shot}")
+    done = headless_chromium(page, "--dump-dom")
     assert shot.exists(), done.stderr[-2000:]
     return done.stdout
 
