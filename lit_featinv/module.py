@@ -249,7 +249,7 @@ class FeatureInversion(LightningModule, RefusesRenamed):
             nfe[it.rows.cpu()] += 1
             backward[it.rows.cpu()] += int(it.w != 0 and self.guidance.through_unet)
             if state is not None and it.k == 0:  # a particle that failed (NaN) gets weight 0
-                state.reweight(loss.masked_fill(failed[it.rows] >= 0, math.nan))
+                state.reweight(loss.masked_fill(failed[it.rows] >= 0, math.nan), it.step)
             if self.stop_cosine is None:
                 return None
             done = (cosine >= self.stop_cosine) & (stopped[it.rows] < 0)

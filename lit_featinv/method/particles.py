@@ -59,13 +59,18 @@ class ParticleSampler:
             guidance shifts the step's mean; the weight is the ratio of the two Gaussians at the sample taken), so that
             a guided proposal samples the same target as the prior's own steps. Needs a stochastic step (DDPM, or DDIM
             with ``model.eta`` > 0); exact with one iteration per step (K = 1): recurrence stays an uncorrected move.
+        start_step: the first step (0-based) whose potential weighs the particles and at which they may be resampled;
+            before it they run as independent generations (the potentials then start from that step's loss, and
+            the final weight is still exp(lam r(final image))). An early step's loss says little about which
+            particle ends best (``benchmarks/results/equal-compute-screen.md``).
 
     Randomness: each target's resampling draws from its own generator, seeded by the run seed and the target id, so
     a target's generations are the same in any batch, any process and after a resume.
     """
 
     def __init__(self, particles: int = 16, lam: float = 1.0, potential: str = "difference",
-                 ess_threshold: float = 0.5, final: str = "resample", correct_proposal: bool = False):
+                 ess_threshold: float = 0.5, final: str = "resample", correct_proposal: bool = False,
+                 start_step: int = 0):
         if particles < 1:
             raise ConfigError("model.sampler.particles", f"{particles} is not a count (>= 1)")
         if not (math.isfinite(lam) and lam >= 0):
@@ -74,10 +79,13 @@ class ParticleSampler:
             raise ConfigError("model.sampler.potential", f"{potential!r} is not one of {list(POTENTIALS)}")
         if not 0 < ess_threshold <= 1:
             raise ConfigError("model.sampler.ess_threshold", f"{ess_threshold} is not in (0, 1]")
+        if start_step < 0:
+            raise ConfigError("model.sampler.start_step", f"{start_step} is not a step index (>= 0)")
         if final not in FINALS:
             raise ConfigError("model.sampler.final", f"{final!r} is not one of {list(FINALS)}")
         self.particles, self.lam, self.potential = particles, lam, potential
         self.ess_threshold, self.final, self.correct_proposal = ess_threshold, final, correct_proposal
+        self.start_step = start_step
 
     generates = False  # steers the guided loop (FeatureInversion.generate), does not replace it
 
@@ -138,9 +146,9 @@ class ParticleState:
         self.pending += log_ratio.view(self.shape)
         return sample
 
-    def reweight(self, loss: torch.Tensor) -> None:
-        """Multiply the weights by this step's potentials of the particles' losses [targets * particles] (NaN: the
-        particle gets weight 0)."""
+    def reweight(self, loss: torch.Tensor, step: int | None = None) -> None:
+        """Multiply the weights by the potentials of the particles' losses [targets * particles] at ``step`` (NaN:
+        the particle gets weight 0; before the sampler's ``start_step``, only that)."""
         lam, kind = self.sampler.lam, self.sampler.potential
         r = -loss.double().view(self.shape)
         bad = ~torch.isfinite(r)
@@ -149,6 +157,9 @@ class ParticleState:
             warnings.warn(f"model.sampler: {new} particle(s) became NaN or Inf (the network, decoder or loss "
                           f"overflowed): weight 0, their targets' other particles go on")
         r = torch.where(bad, torch.zeros_like(r), r)
+        if step is not None and step < self.sampler.start_step:  # not weighed yet: only a NaN particle's weight 0
+            self.log_weights = self.log_weights.masked_fill(bad, -math.inf)
+            return
         if kind == "difference":
             increment, self.previous = lam * (r - self.previous), r
         elif kind == "max":
@@ -184,7 +195,7 @@ class ParticleState:
         """Row indices [targets * particles] (each row's new parent, within its target) where a target's effective
         sample size fell below the threshold (``force``: every target), its weights then equal; None: none did."""
         fraction = self.record_ess()
-        due = (fraction < self.sampler.ess_threshold) | force
+        due = ((fraction < self.sampler.ess_threshold) & (step >= self.sampler.start_step)) | force
         due &= ~self.dead()
         if not self.weighs or not due.any():
             return None

@@ -50,7 +50,8 @@ def test_a_particle_with_a_nan_loss_gets_weight_zero():
                                          ({"ess_threshold": 0.0}, "model.sampler.ess_threshold"),
                                          ({"ess_threshold": 1.5}, "model.sampler.ess_threshold"),
                                          ({"potential": "best"}, "model.sampler.potential"),
-                                         ({"particles": 0}, "model.sampler.particles")])
+                                         ({"particles": 0}, "model.sampler.particles"),
+                                         ({"start_step": -1}, "model.sampler.start_step")])
 def test_bad_sampler_values_are_one_line_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=rf"^{key}: "):
         ParticleSampler(**kwargs)
@@ -84,6 +85,22 @@ def test_lam_zero_reproduces_the_sampler_without_particles():
     assert torch.equal(same.images, plain.images) and torch.equal(same.best_images, plain.best_images)
     assert [m["weight"] for m in same.metrics] == pytest.approx([1 / 3] * 6)
     assert all(m["particles"]["resampled"] == [] and m["nfe"] == p["nfe"] for m, p in zip(same.metrics, plain.metrics))
+
+
+def test_before_start_step_the_particles_are_neither_weighed_nor_resampled():
+    """start_step 6 of 10: equal weights (ESS 1) and no resampling before it, the potentials' work after it."""
+    sampler = {"class_path": "lit_featinv.ParticleSampler", "init_args": {"particles": 4, "lam": 5.0,
+                                                                          "start_step": 6}}
+    run = inversion(decoder(samples_per_target=4, sampler=sampler, recurrence=2).predict_step(
+        collate(target_items(images=targets(2)))), "pt")
+    records = [m["particles"] for m in run.metrics]
+    assert all(r["ess"][:6] == [1.0] * 6 for r in records)
+    assert all(r["resampled"] and min(r["resampled"]) >= 6 for r in records)  # it resampled, from step 6 on
+    state = ParticleSampler(particles=2, lam=1.0, ess_threshold=0.9, start_step=3).start(1, [1], "cpu")
+    state.reweight(torch.tensor([0.0, 40.0]), step=2)
+    assert torch.equal(state.log_weights, torch.zeros(1, 2)) and state.resample(2) is None
+    state.reweight(torch.tensor([0.0, 40.0]), step=3)
+    assert state.log_weights[0, 1] == -40.0 and state.resample(3) is not None
 
 
 def test_a_targets_generations_do_not_depend_on_its_batch():
