@@ -154,11 +154,7 @@ def main() -> None:
                                            f"had finished: {len(only)}; seconds not known ('-').")
         return print(open(os.path.join(a.out, "results.md")).read())
     targets = os.path.join(a.out, "targets")
-    if a.only:
-        for index in map(int, a.only.split(",")):
-            export(targets, 1, offset=index)
-    else:
-        export(targets, a.count)
+    export(targets, a.count, indices=[int(i) for i in a.only.split(",")] if a.only else None)
     rows = []
     for name, config, extra in specs:
         rows.append(measure(name, config, shlex.split(extra), targets, a.out, a.threads, a.reuse))

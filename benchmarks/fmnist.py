@@ -25,13 +25,14 @@ def read_idx(name: str, data: str = DATA) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=8 if "labels" in name else 16)
 
 
-def export(out_dir: str, count: int = 64, offset: int = 0, data: str = DATA) -> list[str]:
-    """Write test items offset..offset+count-1 as ``NNNNN_label.png``; returns their paths."""
+def export(out_dir: str, count: int = 64, offset: int = 0, data: str = DATA,
+           indices: list[int] | None = None) -> list[str]:
+    """Write test items offset..offset+count-1 (or those ``indices``) as ``NNNNN_label.png``; returns their paths."""
     images = read_idx("t10k-images-idx3-ubyte.gz", data).reshape(-1, 28, 28)
     labels = read_idx("t10k-labels-idx1-ubyte.gz", data)
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    for i in range(offset, offset + count):
+    for i in range(offset, offset + count) if indices is None else indices:
         path = os.path.join(out_dir, f"{i:05d}_{LABELS[labels[i]]}.png")
         Image.fromarray(np.pad(images[i], 2)).save(path)
         paths.append(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,10 +33,11 @@ def documentation() -> str:
     """The :func:`pages` as one text. Tests that check a block or a message "as the documentation shows it" search
     here, whichever page it is on."""
     return "\n".join(page.read_text() for page in pages())
+
+
 def headless_chromium(page: Path, *flags: str) -> subprocess.CompletedProcess:
     """Open ``page`` in headless Chromium (1200x900) with ``flags`` (e.g. ``--screenshot=FILE``, ``--dump-dom``): its
     run, text out. No Chromium: the test skips, or fails in CI (``.ci/run`` installs it)."""
-    import shutil
     exe = shutil.which("chromium")
     if exe is None:
         if os.environ.get("CI"):

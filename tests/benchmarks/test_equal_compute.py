@@ -74,10 +74,10 @@ def test_tabulate_compares_the_targets_every_sampler_has_finished(tmp_path, monk
 def test_only_runs_the_chosen_test_images(tmp_path, monkeypatch):
     """--only I,J: the targets folder holds test images I and J alone (a screen on chosen targets)."""
     exported, ran = [], []
-    monkeypatch.setattr(equal_compute, "export", lambda out, count, offset=0: exported.append((count, offset)))
+    monkeypatch.setattr(equal_compute, "export", lambda out, count, indices=None: exported.append(indices))
     monkeypatch.setattr(equal_compute, "measure", lambda name, *a, **k: ran.append(name) or {"per_target": {}})
     monkeypatch.setattr(equal_compute, "write", lambda *a, **k: None)
     monkeypatch.setattr(sys, "argv", ["equal_compute.py", "--out", str(tmp_path), "--only", "51,27", "--sampler",
                                       "p=c.yaml"])
     equal_compute.main()
-    assert exported == [(1, 51), (1, 27)] and ran == ["p"]
+    assert exported == [[51, 27]] and ran == ["p"]
