@@ -11,7 +11,8 @@ generations' ``nfe`` / ``unet_backward``: with particles, each saved generation 
 cosine of the best saved generation (as saved, 8-bit PNG) per target, its mean and worst and the targets whose best
 stays below 0.95; the other classifier (zoo ViT) agreeing with the target's class on the best generation; and the
 naturalness of the best generations (``benchmarks/naturalness.py``: the prior score's median, KID x 1000), beside
-the mean cosine of every saved generation. Writes ``results.md`` (with the command and the per-target table) to
+the mean cosine of every saved generation and how far apart a target's saved generations are (the RMS pixel distance
+between two of them, averaged over targets: near 0 where the saved set is copies of one particle). Writes ``results.md`` (with the command and the per-target table) to
 ``--out``. ``--reuse`` reads a sampler's finished run there instead of running it again, and resumes an unfinished
 one (its seconds then unknown: '-'), so that the samplers of one table can run in separate sessions; ``--tabulate``
 runs nothing and writes the table of the folders as they stand, over the targets every sampler has finished. Needs:
@@ -31,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fmnist import export  # noqa: E402
+from invariances import pairwise  # noqa: E402
 from naturalness import of_images  # noqa: E402
 from quality import VIT, agreement  # noqa: E402
 
@@ -102,7 +104,19 @@ def row(name: str, config: str, folder: str, wall: float | None, only: set[str] 
             "below": sum(c < FAIL for c in cos) + len(best) - len(scored),
             "all_mean": statistics.mean(line["cosine"] for line in lines if line.get("cosine") is not None),
             "agreement": agreement(scored, folder, VIT), **of_images(config, paths),
-            "per_target": {b["id"]: b["cosine"] for b in best}}
+            "spread": saved_spread(lines, folder), "per_target": {b["id"]: b["cosine"] for b in best}}
+
+
+def saved_spread(lines: list[dict], folder: str) -> float:
+    """The RMS pixel distance between two saved generations of a target (as saved, 8-bit PNG), averaged over the
+    targets with two or more."""
+    import torch
+    from lit_featinv.runs import load_image
+    groups = collections.defaultdict(list)
+    for line in lines:
+        if line.get("status", "ok") == "ok" and line.get("image"):
+            groups[line["id"]].append(load_image(os.path.join(folder, line["image"])))
+    return statistics.mean(float(pairwise(torch.stack(g)[None])[0]) for g in groups.values() if len(g) > 1)
 
 
 def seconds(row: dict) -> str:
@@ -115,12 +129,12 @@ def write(out: str, rows: list[dict], threads: int, note: str = "") -> None:
              f"torch threads: {threads}", "", *([note, ""] if note else []),
              "| sampler | targets | UNet forward / target | backward / target | s / target | best cosine: mean | worst "
              f"| targets below {FAIL} | other classifier agrees (best) | prior score median (best) | KID x 1000 (best) "
-             "| cosine mean (every saved) |", "|" + " --- |" * 12]
+             "| cosine mean (every saved) | spread of the saved (pairwise RMS) |", "|" + " --- |" * 13]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['targets']} | {r['forward']:.0f} | {r['backward']:.0f} "
                      f"| {seconds(r)} | {r['best_mean']:.4f} | {r['best_worst']:.4f} | {r['below']} "
                      f"| {100 * r['agreement']:.0f}% | {r['prior_score_median']:.4f} | {r['kid']:.2f} "
-                     f"| {r['all_mean']:.4f} |")
+                     f"| {r['all_mean']:.4f} | {r['spread']:.4f} |")
     ids = list(rows[0]["per_target"])
     lines += ["", "Best cosine per target:", "", "| target | " + " | ".join(r["sampler"] for r in rows) + " |",
               "|" + " --- |" * (len(rows) + 1)]

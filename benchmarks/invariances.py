@@ -45,6 +45,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import data_reference as data  # noqa: E402
 import invariant_features as inv  # noqa: E402
+from naturalness import scores_of  # noqa: E402
 from run_folders import write_run  # noqa: E402
 
 FEATURES = ["control", "left_half", "contrast_normalised", "blurred", "class_posterior"]
@@ -71,10 +72,12 @@ def decoder(name: str, a):
     feature = "control" if name == "unguided" else name
     init = {"sigma": a.sigma} if name == "blurred" else None
     scale, recurrence = (0.0, 1) if name == "unguided" else (a.scale, a.recurrence)
+    overrides = {k: v for k, v in a.overrides.items() if name != "unguided" or k != "sampler"}  # the prior alone
     return FeatureInversion.from_config(
         a.config, extractor=inv.extractor_config(feature, init), samples_per_target=a.generations,
         num_inference_steps=a.steps, recurrence=recurrence, seed=a.seed, prior_score=None, progress=False,
-        guidance={"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": scale, "clip_theta": 3.0}})
+        guidance={"class_path": "lit_featinv.UNetGradient", "init_args": {"scale": scale, "clip_theta": 3.0}},
+        **overrides)
 
 
 def generate(name: str, targets: torch.Tensor, a) -> dict:
@@ -97,7 +100,9 @@ def generate(name: str, targets: torch.Tensor, a) -> dict:
             out = inversion(model.predict_step(collate(items[start: start + a.batch_targets])), "pt")  # NaN: failed
             done = {"images": out.images, "cosine": [m.get("cosine", math.nan) for m in out.metrics],
                     "nfe": out.metrics[0].get("nfe"), "seconds": time.perf_counter() - begun, "args": run_args(a),
-                    "generations": a.generations}
+                    "generations": a.generations,  # with model.sampler: each target's lowest ESS (a fraction)
+                    "ess": [min(m["particles"]["ess"]) for m in out.metrics[::a.generations] if "particles" in m],
+                    "particles": getattr(model.sampler, "particles", None)}
             os.makedirs(os.path.dirname(part), exist_ok=True)
             torch.save(done, part)
             print(f"invariances: {name}: targets {start + 1}-{start + len(out.images) // a.generations} of "
@@ -106,7 +111,8 @@ def generate(name: str, targets: torch.Tensor, a) -> dict:
     images = torch.cat([p["images"] for p in parts]).reshape(len(targets), a.generations, *parts[0]["images"].shape[1:])
     cos = [c for p in parts for c in p["cosine"]]
     seconds = sum(p["seconds"] for p in parts)
-    saved = {"images": images, "cosine": cos, "seconds": seconds, "nfe": parts[0]["nfe"], "args": run_args(a)}
+    saved = {"images": images, "cosine": cos, "seconds": seconds, "nfe": parts[0]["nfe"], "args": run_args(a),
+             "ess": [e for p in parts for e in p.get("ess", [])], "particles": parts[0].get("particles")}
     torch.save(saved, path)
     print(f"invariances: {name}: {images.shape[0]} targets x {images.shape[1]} generations in {seconds:.0f} s, "
           f"cosine to target mean {sum(cos) / len(cos):.3f}, worst {min(cos):.3f}", flush=True)
@@ -114,7 +120,8 @@ def generate(name: str, targets: torch.Tensor, a) -> dict:
 
 
 def run_args(a) -> dict:
-    return {k: getattr(a, k) for k in ("config", "steps", "recurrence", "scale", "seed", "sigma", "images")}
+    args = {k: getattr(a, k) for k in ("config", "steps", "recurrence", "scale", "seed", "sigma", "images")}
+    return args | ({"overrides": a.overrides} if a.overrides else {})  # without: as runs saved before the option
 
 
 # ---- measuring ----------------------------------------------------------------------------------------------------
@@ -180,13 +187,15 @@ def measures(y: torch.Tensor, target: torch.Tensor, sigma: float, unguided_by_cl
         "vit_agree": float((vit == labels["target_vit"][:, None]).float().mean()),
         "pairwise": float(pair.mean()),
         "pairwise_vs_unguided_class": float((pair[keep] / same_class[keep]).mean()) if keep.any() else math.nan,
+        "prior_score_median": float(labels["prior_score"].quantile(0.5)),
     }
 
 
-def labels_of(images: torch.Tensor, target_resnet: torch.Tensor, target_vit: torch.Tensor) -> dict:
-    """Classes of images [N, G, 1, H, W] and of their targets by both zoo classifiers, as ``measures`` takes them."""
+def labels_of(images: torch.Tensor, target_resnet: torch.Tensor, target_vit: torch.Tensor, config: str) -> dict:
+    """Classes of images [N, G, 1, H, W] and of their targets by both zoo classifiers, and the images' prior scores
+    with ``config``'s prior, as ``measures`` takes them."""
     return {"resnet": classes(images, "resnet10t"), "vit": classes(images, "vit-tiny"), "target_resnet": target_resnet,
-            "target_vit": target_vit}
+            "target_vit": target_vit, "prior_score": torch.tensor(scores_of(config, images.flatten(0, 1)))}
 
 
 def unguided_class_distances(y: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -230,11 +239,11 @@ def judge_data(value: float, reference: float) -> tuple[float, bool]:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
-def table(results: dict, runs: dict, a, reference: dict, data_results: dict) -> str:
+def table(results: dict, runs: dict, a, reference: dict, data_results: dict, real_p95: float) -> str:
     """The whole report: runs, data neighbours, the factor table with both pass rules, more measures, every number."""
     m = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in results.items()}
     d = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in data_results.items()}
-    lines = run_lines(runs, a) + data_lines(reference, runs, a) + row_lines(m, d) + extra_lines(m, d)
+    lines = run_lines(runs, a) + data_lines(reference, runs, a) + row_lines(m, d) + extra_lines(m, d, real_p95)
     lines += ["", "All measures, every run:", "", "```json", json.dumps(results, indent=1), "```", "",
               "All measures, the data neighbours of every feature:", "", "```json", json.dumps(data_results, indent=1),
               "```", ""]
@@ -248,15 +257,28 @@ def run_lines(runs: dict, a) -> list[str]:
         f"# Ground-truth invariances ({a.targets} targets x {a.generations} generations)", "",
         (f"`python benchmarks/invariances.py {' '.join(a.argv)}`: {minutes:.1f} min of generation, "
          f"{torch.get_num_threads()} torch thread(s). Sampler: `{a.config}` with DDIM {a.steps} steps, K = {a.recurrence}, "
-         f"w = {a.scale}, UNet gradient; unguided: w = 0, K = 1; blur sigma {a.sigma} px; the first {a.targets} "
-         f"images of `{os.path.relpath(a.images, ROOT)}`, the same seeds for every feature."), "",
+         f"w = {a.scale}, UNet gradient{overrides_text(a)}; unguided: w = 0, K = 1; blur sigma {a.sigma} px; the first "
+         f"{a.targets} images of `{os.path.relpath(a.images, ROOT)}`, the same seeds for every feature."), "",
         "| run | UNet evals / image | s / image | cosine to target: mean | worst |", "| --- | --- | --- | --- | --- |"]
     for name in CONFIGS:
         r = runs[name]
         cos = r["cosine"]
         lines.append(f"| {LABELS[name]} | {r['nfe']} | {r['seconds'] / len(cos):.2f} | {sum(cos) / len(cos):.3f} | "
                      f"{min(cos):.3f} |")
+    particles = {n: r for n, r in runs.items() if r.get("ess")}
+    if particles:
+        lines += ["", "Particles (model.sampler), per run: the mean over targets of the lowest effective sample size "
+                      "(a fraction of the particles), and the targets whose particles collapsed onto one at some step "
+                      "(ESS x particles < 1.5): " + "; ".join(
+                          f"{LABELS[n]} {sum(r['ess']) / len(r['ess']):.3f}, "
+                          f"{sum(e * r['particles'] < 1.5 for e in r['ess'])} of {len(r['ess'])}"
+                          for n, r in particles.items()) + "."]
     return lines
+
+
+def overrides_text(a) -> str:
+    """The --overrides, as the table's sampler line says them."""
+    return "".join(f", {k} = `{json.dumps(v)}`" for k, v in a.overrides.items())
 
 
 def data_lines(reference: dict, runs: dict, a) -> list[str]:
@@ -305,13 +327,16 @@ def yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def extra_lines(m: dict, d: dict) -> list[str]:
-    """Measures beside the table's, for the runs and the feature's data neighbours."""
+def extra_lines(m: dict, d: dict, real_p95: float) -> list[str]:
+    """Measures beside the table's, for the runs and the feature's data neighbours (``real_p95``: the real test images'
+    prior score p95)."""
     extra = [("left_half", "left_rmse", "RMS pixel distance to the target, left half"),
              ("class_posterior", "class_agree", "ResNet class of a generation = the target's"),
              ("class_posterior", "vit_agree", "the ViT's class of a generation = the ViT's class of the target"),
              ("class_posterior", "pairwise_vs_unguided_class",
               "pairwise distance / that of unguided samples of the target's class")]
+    extra += [(f, "prior_score_median", f"prior score median (lower is more typical; the real test images' p95: "
+                                        f"{real_p95:.4f})") for f in FEATURES[1:]]
     lines = ["", "More measures (same layout: invariant feature / control / unguided / the feature's data neighbours):",
              "", "| feature | measure | invariant feature | control | unguided | data neighbours |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -366,6 +391,9 @@ def parse(argv):
     p.add_argument("--features", default=",".join(CONFIGS), help="runs to generate (the others must be in --out "
                                                                  "with --reuse)")
     p.add_argument("--config", default="quickstart", help="preset or YAML whose sampler and prior are used")
+    p.add_argument("--overrides", default="{}", metavar="JSON", help="JSON overrides of the config's model.init_args "
+                   "for the guided runs, e.g. a particle sampler: {\"sampler\": {\"class_path\": ...}}; the unguided "
+                   "run takes them without its sampler")
     p.add_argument("--images", default=os.path.join(ROOT, "assets", "fmnist-test32"))
     p.add_argument("--train", default=data.TRAIN, help="the data reference's training images (idx, 28 x 28)")
     p.add_argument("--neighbours", type=int, default=16, help="k, data neighbours per target and feature")
@@ -375,6 +403,15 @@ def parse(argv):
                                                        "settings")
     a = p.parse_args(argv)
     a.argv = list(argv)
+    try:
+        a.overrides = json.loads(a.overrides)
+    except ValueError as err:
+        raise SystemExit(f"invariances: --overrides is not JSON: {err}") from None
+    taken = sorted(set(a.overrides) & {"extractor", "samples_per_target", "num_inference_steps", "recurrence", "seed",
+                                       "guidance", "prior_score", "progress"} if isinstance(a.overrides, dict) else [])
+    if not isinstance(a.overrides, dict) or taken:
+        raise SystemExit(f"invariances: --overrides must be a JSON object of model.init_args other than {taken or ''}"
+                         f"(set by the benchmark's own options)")
     return a
 
 
@@ -403,15 +440,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in (n for n in CONFIGS if n not in wanted):
         runs[name] = generate(name, targets, a)
     target_resnet, target_vit = classes(targets, "resnet10t"), classes(targets, "vit-tiny")
-    labels = {name: labels_of(r["images"], target_resnet, target_vit) for name, r in runs.items()}
+    labels = {name: labels_of(r["images"], target_resnet, target_vit, a.config) for name, r in runs.items()}
     by_class = unguided_class_distances(runs["unguided"]["images"], labels["unguided"]["resnet"])
     results = {name: measures(r["images"], targets, a.sigma, by_class, labels[name]) for name, r in runs.items()}
     reference = data.reference(FEATURES, targets, a)
     near = reference["neighbours"]
     data_results = {name: measures(near[name]["images"], targets, a.sigma, by_class,
-                                   labels_of(near[name]["images"], target_resnet, target_vit)) for name in FEATURES}
+                                   labels_of(near[name]["images"], target_resnet, target_vit, a.config))
+                    for name in FEATURES}
+    real = len([p for p in os.listdir(a.images) if p.endswith(".png")])  # every test image there: the real reference
+    real_p95 = float(torch.tensor(scores_of(a.config, load_targets(a.images, real)[1])).quantile(0.95))
     wall = time.perf_counter() - start
-    text = table(results, runs, a, reference, data_results)
+    text = table(results, runs, a, reference, data_results, real_p95)
     with open(os.path.join(a.out, "invariances.md"), "w") as f:
         f.write(text)
     figure(targets, runs, os.path.join(a.out, "invariances.png"), a.figure_targets)

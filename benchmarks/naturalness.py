@@ -13,6 +13,7 @@ real images.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -83,13 +84,25 @@ if __name__ == "__main__":
         print(json.dumps({"run": folder, **naturalness(folder)}))
 
 
-@torch.no_grad()
 def prior_scores(config: str, paths: list[str]) -> list[float]:
     """The prior score (as a run records it) of image files, with the prior and ``prior_score`` of ``config``."""
+    return scores_of(config, torch.stack([load_image(p) for p in paths]))
+
+
+@functools.lru_cache(maxsize=None)
+def scorer(config: str):
+    """``config``'s decoder, built once: its ``prior`` and ``prior_score``."""
     from lit_featinv import FeatureInversion
-    decoder = FeatureInversion.from_config(config)
-    images = torch.stack([load_image(p) for p in paths]).mul(255).round().to(torch.uint8)
-    return decoder.prior_score(decoder.prior, images).tolist()
+    return FeatureInversion.from_config(config)
+
+
+@torch.no_grad()
+def scores_of(config: str, images: torch.Tensor, batch: int = 256) -> list[float]:
+    """The prior score of images [N, C, H, W] in [0, 1] (rounded to 8 bits, as saved), with ``config``'s prior."""
+    decoder = scorer(config)
+    images = images.mul(255).round().to(torch.uint8)
+    score = lambda part: decoder.prior_score(decoder.prior, part).tolist()  # noqa: E731
+    return [s for i in range(0, len(images), batch) for s in score(images[i: i + batch])]
 
 
 def of_images(config: str, paths: list[str], reference: str = "runs/kid-reference") -> dict:

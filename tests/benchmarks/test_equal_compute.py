@@ -31,6 +31,7 @@ def test_reuse_reads_a_finished_run_of_the_same_settings_and_reruns_otherwise(tm
     monkeypatch.setattr(equal_compute, "run", fake_run)
     monkeypatch.setattr(equal_compute, "agreement", lambda scored, folder, vit: 1.0)
     monkeypatch.setattr(equal_compute, "of_images", lambda config, paths: {"prior_score_median": 0.1, "kid": 0.0})
+    monkeypatch.setattr(equal_compute, "saved_spread", lambda lines, folder: 0.0)
     targets = tmp_path / "targets"
     targets.mkdir()
     (targets / "t0.png").write_bytes(b"")
@@ -55,6 +56,7 @@ def test_tabulate_compares_the_targets_every_sampler_has_finished(tmp_path, monk
     monkeypatch.setattr(equal_compute, "run", lambda argv: (_ for _ in ()).throw(AssertionError("ran")))
     monkeypatch.setattr(equal_compute, "agreement", lambda scored, folder, vit: 1.0)
     monkeypatch.setattr(equal_compute, "of_images", lambda config, paths: {"prior_score_median": 0.1, "kid": 0.0})
+    monkeypatch.setattr(equal_compute, "saved_spread", lambda lines, folder: 0.0)
     done = {"preset": {"t0": 4, "t1": 4, "t2": 4}, "particles": {"t0": 4, "t1": 2}}  # particles stopped in t1
     for name, targets in done.items():
         (tmp_path / name).mkdir()
@@ -81,3 +83,16 @@ def test_only_runs_the_chosen_test_images(tmp_path, monkeypatch):
                                       "p=c.yaml"])
     equal_compute.main()
     assert exported == [[51, 27]] and ran == ["p"]
+
+
+def test_the_saved_spread_is_the_rms_distance_between_a_targets_saved_generations(tmp_path):
+    """Two targets: copies of one image (spread 0) and two images 0.2 apart at every pixel; a failed one left out."""
+    import numpy as np
+    from PIL import Image
+    (tmp_path / "images").mkdir()
+    for name, value in {"a0": 51, "a1": 51, "b0": 0, "b1": 51, "b2": 255}.items():
+        Image.fromarray(np.full((8, 8), value, np.uint8)).save(tmp_path / "images" / f"{name}.png")
+    lines = [{"id": "a", "image": "images/a0.png"}, {"id": "a", "image": "images/a1.png"},
+             {"id": "b", "image": "images/b0.png"}, {"id": "b", "image": "images/b1.png"},
+             {"id": "b", "image": "images/b2.png", "status": "failed"}, {"id": "c", "image": "images/b0.png"}]
+    assert abs(equal_compute.saved_spread(lines, str(tmp_path)) - (0.0 + 0.2) / 2) < 1e-6

@@ -2,6 +2,7 @@
 invariance has it, loads as a ``ModuleExtractor`` module by ``class_path``, and the benchmark runs end to end;
 benchmarks/data_reference.py finds each target's nearest training images by a feature's distance (the data
 reference), on tiny synthetic training sets."""
+import json
 import sys
 
 import pytest
@@ -133,6 +134,8 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file
     assert "| feature | passes (every row) | within the data's spread (every row) |" in text
     assert "| feature | data neighbours' cosine: mean | worst | generations' cosine: mean | worst |" in text
     assert "| feature | measure | invariant feature | control | unguided | data neighbours |" in text
+    natural = [line for line in text.splitlines() if "| prior score median (lower is more typical; the real" in line]
+    assert len(natural) == len(invariances.FEATURES) - 1 and "| class posterior |" in natural[-1], natural
     print(header, rows[0], sep="\n")
     from PIL import Image
     with Image.open(out / "invariances.png") as fig:
@@ -150,6 +153,35 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file
     assert page.count('alt="std map of the reference"') == 1 and "the reference" in page
     # a rerun of the measures alone reuses the generations and the training features
     assert invariances.main(args[:-2] + ["--features", "unguided", "--train", str(train_file)]) == 0
+
+
+def test_overrides_give_the_guided_runs_a_particle_sampler_and_the_unguided_run_the_prior_alone(tmp_path, train_file):
+    import invariances
+    out = tmp_path / "inv"
+    sampler = {"class_path": "lit_featinv.ParticleSampler", "init_args": {"particles": 4, "lam": 1.0}}
+    args = ["--out", str(out), "--targets", "1", "--generations", "2", "--steps", "2", "--recurrence", "1",
+            "--train", str(train_file), "--overrides", json.dumps({"sampler": sampler, "eta": 1.0})]
+    assert invariances.main(args) == 0
+    text = (out / "invariances.md").read_text()
+    assert 'UNet gradient, sampler = `{"class_path": "lit_featinv.ParticleSampler"' in text and ', eta = `1.0`' in text
+    line = next(line for line in text.splitlines() if line.startswith("Particles (model.sampler)"))
+    assert all(invariances.LABELS[n] in line for n in invariances.FEATURES) and "unguided" not in line, line
+    saved = torch.load(out / "images" / "control.pt")
+    assert saved["particles"] == 4 and len(saved["ess"]) == 1 and 0.25 <= saved["ess"][0] <= 1
+    assert saved["args"]["overrides"]["sampler"] == sampler
+    assert torch.load(out / "images" / "unguided.pt")["ess"] == []  # no sampler: each generation on its own
+    assert "overrides" not in invariances.run_args(invariances.parse([]))  # runs saved before the option still match
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("{sampler", "--overrides is not JSON"),
+    ('{"recurrence": 2, "eta": 1}', r"--overrides must be a JSON object of model.init_args other than \['recurrence'\]"),
+    ("[1]", "--overrides must be a JSON object of model.init_args other than"),
+])
+def test_bad_overrides_stop_with_one_line(overrides, message):
+    import invariances
+    with pytest.raises(SystemExit, match=message):
+        invariances.parse(["--overrides", overrides])
 
 
 def test_a_missing_training_set_stops_with_one_line(tmp_path):
