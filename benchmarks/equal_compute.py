@@ -12,11 +12,11 @@ cosine of the best saved generation (as saved, 8-bit PNG) per target, its mean a
 stays below 0.95; the other classifier (zoo ViT) agreeing with the target's class on the best generation; and the
 naturalness of the best generations (``benchmarks/naturalness.py``: the prior score's median, KID x 1000), beside
 the mean cosine of every saved generation and how far apart a target's saved generations are (the RMS pixel distance
-between two of them, averaged over targets: near 0 where the saved set is copies of one particle). Writes ``results.md`` (with the command and the per-target table) to
-``--out``. ``--reuse`` reads a sampler's finished run there instead of running it again, and resumes an unfinished
-one (its seconds then unknown: '-'), so that the samplers of one table can run in separate sessions; ``--tabulate``
-runs nothing and writes the table of the folders as they stand, over the targets every sampler has finished. Needs:
-apt-get install dataset-fashion-mnist
+between two of them, averaged over targets: near 0 where the saved set is copies of one particle). Writes
+``results.md`` (with the command and the per-target table) to ``--out``. ``--reuse`` reads a sampler's finished run
+there instead of running it again, and resumes an unfinished one (its seconds then unknown: '-'), so that the
+samplers of one table can run in separate sessions; ``--tabulate`` runs nothing and writes the table of the folders
+as they stand, over the targets every sampler has finished. Needs: apt-get install dataset-fashion-mnist
 """
 from __future__ import annotations
 

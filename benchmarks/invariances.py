@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -64,6 +65,10 @@ def load_targets(folder: str, count: int) -> tuple[list[str], torch.Tensor]:
     if len(paths) < count:
         raise SystemExit(f"invariances: {folder} has {len(paths)} images, --targets asks for {count}")
     return [os.path.splitext(p)[0] for p in paths], torch.stack([load_image(os.path.join(folder, p)) for p in paths])
+
+
+SET_BY_DECODER = {"extractor", "samples_per_target", "num_inference_steps", "recurrence", "seed", "prior_score",
+                  "progress", "guidance"}  # the model.init_args :func:`decoder` sets itself (not --overrides')
 
 
 def decoder(name: str, a):
@@ -270,7 +275,7 @@ def run_lines(runs: dict, a) -> list[str]:
         lines += ["", "Particles (model.sampler), per run: the mean over targets of the lowest effective sample size "
                       "(a fraction of the particles), and the targets whose particles collapsed onto one at some step "
                       "(ESS x particles < 1.5): " + "; ".join(
-                          f"{LABELS[n]} {sum(r['ess']) / len(r['ess']):.3f}, "
+                          f"{LABELS[n]} {statistics.mean(r['ess']):.3f}, "
                           f"{sum(e * r['particles'] < 1.5 for e in r['ess'])} of {len(r['ess'])}"
                           for n, r in particles.items()) + "."]
     return lines
@@ -407,10 +412,11 @@ def parse(argv):
         a.overrides = json.loads(a.overrides)
     except ValueError as err:
         raise SystemExit(f"invariances: --overrides is not JSON: {err}") from None
-    taken = sorted(set(a.overrides) & {"extractor", "samples_per_target", "num_inference_steps", "recurrence", "seed",
-                                       "guidance", "prior_score", "progress"} if isinstance(a.overrides, dict) else [])
-    if not isinstance(a.overrides, dict) or taken:
-        raise SystemExit(f"invariances: --overrides must be a JSON object of model.init_args other than {taken or ''}"
+    if not isinstance(a.overrides, dict):
+        raise SystemExit(f"invariances: --overrides must be a JSON object of model.init_args other than those the "
+                         f"benchmark sets ({sorted(SET_BY_DECODER)}), not {a.overrides!r}")
+    if taken := sorted(SET_BY_DECODER & set(a.overrides)):
+        raise SystemExit(f"invariances: --overrides must be a JSON object of model.init_args other than {taken} "
                          f"(set by the benchmark's own options)")
     return a
 

@@ -175,7 +175,8 @@ def test_overrides_give_the_guided_runs_a_particle_sampler_and_the_unguided_run_
 
 @pytest.mark.parametrize("overrides, message", [
     ("{sampler", "--overrides is not JSON"),
-    ('{"recurrence": 2, "eta": 1}', r"--overrides must be a JSON object of model.init_args other than \['recurrence'\]"),
+    ('{"recurrence": 2, "eta": 1}',
+     r"--overrides must be a JSON object of model.init_args other than \['recurrence'\]"),
     ("[1]", "--overrides must be a JSON object of model.init_args other than"),
 ])
 def test_bad_overrides_stop_with_one_line(overrides, message):
