@@ -35,6 +35,8 @@ import itertools
 import json
 import math
 import os
+import re
+import shlex
 import statistics
 import sys
 import time
@@ -56,6 +58,7 @@ LABELS = {"control": "control (plain pooled feature)", "left_half": "left half o
           "unguided": "unguided prior"}
 GOAL_IGNORED, GOAL_ENCODED = 1.5, 1.0
 GOAL_DATA = (0.67, 1.5)  # generations / data neighbours: the second pass rule
+GOAL_VIT = 0.8  # the class posterior's generations the other classifier puts in the target's class (--beside)
 
 
 # ---- generating ---------------------------------------------------------------------------------------------------
@@ -246,21 +249,70 @@ def judge_data(value: float, reference: float) -> tuple[float, bool]:
 # ---- writing ------------------------------------------------------------------------------------------------------
 def table(results: dict, runs: dict, a, reference: dict, data_results: dict, real_p95: float) -> str:
     """The whole report: runs, data neighbours, the factor table with both pass rules, more measures, every number."""
-    m = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in results.items()}
-    d = {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in data_results.items()}
+    m, d = with_disagree(results), with_disagree(data_results)
     lines = run_lines(runs, a) + data_lines(reference, runs, a) + row_lines(m, d) + extra_lines(m, d, real_p95)
+    if a.beside:
+        lines += beside_lines(m, d, a.beside, real_p95)
     lines += ["", "All measures, every run:", "", "```json", json.dumps(results, indent=1), "```", "",
               "All measures, the data neighbours of every feature:", "", "```json", json.dumps(data_results, indent=1),
               "```", ""]
     return "\n".join(lines)
 
 
+def with_disagree(results: dict) -> dict:
+    """Measures per run with the share of another class than the target's (the class row's measure)."""
+    return {name: dict(r, class_disagree=1 - r["class_agree"]) for name, r in results.items()}
+
+
+def beside_lines(m: dict, d: dict, path: str, real_p95: float) -> list[str]:
+    """The posterior goal (issue 35's second) for these measures (m, d) beside another sampler's results file
+    ``path`` (this benchmark's, on the same targets: its two JSON blocks): each ignored factor's generations / data
+    within :data:`GOAL_DATA`, no encoded factor above the data's, and the class posterior's generations natural."""
+    blocks = re.findall(r"```json\n(.*?)\n```", open(path).read(), re.S)
+    if len(blocks) < 2:
+        raise SystemExit(f"invariances: --beside {path} has not the measures of a results file of this benchmark "
+                         f"(two JSON blocks)")
+    other, other_data = (with_disagree(json.loads(b)) for b in blocks[:2])
+    low, high = GOAL_DATA
+
+    def verdict(role: str, value: float, ref: float) -> tuple[float, bool]:
+        ratio, within = judge_data(value, ref)
+        return ratio, within if role == "ignored" else ratio <= GOAL_ENCODED
+
+    lines = ["", (f"The posterior goal, this run beside `{os.path.relpath(path, ROOT)}` (the same targets, seeds and "
+                  f"data neighbours): each ignored factor's generations / data within [{low}, {high}], no encoded "
+                  f"factor above the data's (<= {GOAL_ENCODED}), the class posterior's prior score median within the "
+                  f"real images' p95 ({real_p95:.4f}) and the ViT agreeing on >= {GOAL_VIT:.0%}."), "",
+             "| feature | factor | role | goal | this run: generations / data | pass | beside | pass |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    met = {"this": [], "beside": []}
+    for feature, factor, role, key, _ in ROWS:
+        goal = f"[{low}, {high}]" if role == "ignored" else f"<= {GOAL_ENCODED}"
+        cells = []
+        for run, (mm, dd) in (("this", (m, d)), ("beside", (other, other_data))):
+            ratio, ok = verdict(role, mm[feature][key], dd[feature][key])
+            met[run].append(ok)
+            cells.append(f"{ratio:.3f} | {yes(ok)}")
+        lines.append(f"| {LABELS[feature]} | {factor} | {role} | {goal} | {' | '.join(cells)} |")
+    natural = [("vit_agree", f">= {GOAL_VIT}", lambda v: v >= GOAL_VIT, "the ViT agrees"),
+               ("prior_score_median", f"<= {real_p95:.4f}", lambda v: v <= real_p95, "prior score median")]
+    for key, goal, ok_of, what in natural:
+        cells = []
+        for run, mm in (("this", m), ("beside", other)):
+            ok = ok_of(mm["class_posterior"][key])
+            met[run].append(ok)
+            cells.append(f"{mm['class_posterior'][key]:.4f} | {yes(ok)}")
+        lines.append(f"| {LABELS['class_posterior']} | {what} | natural | {goal} | {' | '.join(cells)} |")
+    return lines + ["", f"Every row: this run {yes(all(met['this']))}, beside {yes(all(met['beside']))}."]
+
+
 def run_lines(runs: dict, a) -> list[str]:
     """Title, command and sampler, and each run's cost and match."""
+    from lit_featinv.method import collapsed
     minutes = sum(r["seconds"] for r in runs.values()) / 60  # the runs' own generation time, resumed ones included
     lines = [
         f"# Ground-truth invariances ({a.targets} targets x {a.generations} generations)", "",
-        (f"`python benchmarks/invariances.py {' '.join(a.argv)}`: {minutes:.1f} min of generation, "
+        (f"`python benchmarks/invariances.py {shlex.join(a.argv)}`: {minutes:.1f} min of generation, "
          f"{torch.get_num_threads()} torch thread(s). Sampler: `{a.config}` with DDIM {a.steps} steps, K = {a.recurrence}, "
          f"w = {a.scale}, UNet gradient{overrides_text(a)}; unguided: w = 0, K = 1; blur sigma {a.sigma} px; the first "
          f"{a.targets} images of `{os.path.relpath(a.images, ROOT)}`, the same seeds for every feature."), "",
@@ -276,7 +328,7 @@ def run_lines(runs: dict, a) -> list[str]:
                       "(a fraction of the particles), and the targets whose particles collapsed onto one at some step "
                       "(ESS x particles < 1.5): " + "; ".join(
                           f"{LABELS[n]} {statistics.mean(r['ess']):.3f}, "
-                          f"{sum(e * r['particles'] < 1.5 for e in r['ess'])} of {len(r['ess'])}"
+                          f"{sum(collapsed(e, r['particles']) for e in r['ess'])} of {len(r['ess'])}"
                           for n, r in particles.items()) + "."]
     return lines
 
@@ -404,6 +456,8 @@ def parse(argv):
     p.add_argument("--neighbours", type=int, default=16, help="k, data neighbours per target and feature")
     p.add_argument("--figure-targets", type=int, default=8, help="targets shown in the figures")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--beside", metavar="RESULTS", help="another sampler's results file of this benchmark (same "
+                   "targets), e.g. benchmarks/results/invariances-full.md: the posterior goal side by side")
     p.add_argument("--reuse", action="store_true", help="reuse generations saved in --out by a run with the same "
                                                        "settings")
     a = p.parse_args(argv)
@@ -427,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(a.out, exist_ok=True)
     if not os.path.exists(a.train):
         raise SystemExit(f"invariances: --train {a.train} not found: apt-get install dataset-fashion-mnist")
+    if a.beside and not os.path.exists(a.beside):
+        raise SystemExit(f"invariances: --beside {a.beside} not found")
     start = time.perf_counter()
     ids, targets = load_targets(a.images, a.targets)
     wanted = a.features.split(",")

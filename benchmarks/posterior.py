@@ -136,6 +136,7 @@ def generate(name: str, overrides: dict, feature: str, matrix_file: str, targets
     """A sampler's generations of every target, as saved: x [N, G, D] in [-1, 1]; reused when saved with the same
     settings."""
     from lit_featinv import FeatureInversion
+    from lit_featinv.method import collapsed
     from lit_featinv.runs import collate, inversion, target_items
     path = os.path.join(a.out, "generations", f"{feature}-{name}.pt")
     settings = {"overrides": overrides, "generations": a.generations, "targets": len(targets), "seed": a.seed}
@@ -156,7 +157,7 @@ def generate(name: str, overrides: dict, feature: str, matrix_file: str, targets
     records = [m["particles"] for m in out.metrics[:: a.generations] if "particles" in m]
     if records:  # particles: each target's lowest effective sample size and how often it was resampled
         saved["ess"] = {"lowest": sum(min(r["ess"]) for r in records) / len(records),
-                        "collapsed": sum(min(r["ess"]) * model.sampler.particles < 1.5 for r in records),
+                        "collapsed": sum(collapsed(min(r["ess"]), model.sampler.particles) for r in records),
                         "resamplings": sum(len(r["resampled"]) for r in records) / len(records)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(saved, path)

@@ -11,7 +11,7 @@ __all__, __getattr__, __dir__ = exports(__name__, {
     "losses": ["FeatureLoss", "SquaredL2", "CosineDistance", "Activation", "Projection", "Diverse"],
     "measure": ["to_uint8", "match_metrics", "measure_saved", "score", "metrics", "track_best"],
     "records": ["BestImage", "Trajectory"],
-    "particles": ["ParticleSampler", "LinearParticleSampler", "ParticleState", "systematic", "ess", "corrected_step"],
+    "particles": ["ParticleSampler", "LinearParticleSampler", "ParticleState", "systematic", "ess", "collapsed", "corrected_step"],
     "noise_optimization": ["NoiseOptimization"],
     "targets": ["target_features"],
     "trust": ["PriorScore", "check_generations"],

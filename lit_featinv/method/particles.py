@@ -39,6 +39,12 @@ def ess(log_weights: torch.Tensor) -> torch.Tensor:
     return 1 / (log_weights.shape[-1] * (w ** 2).sum(-1))
 
 
+def collapsed(lowest: float, particles: int) -> bool:
+    """Whether a target's particles collapsed onto one at some step: its lowest effective sample size (a fraction of
+    ``particles``, :func:`ess`) x ``particles`` < 1.5."""
+    return lowest * particles < 1.5
+
+
 class ParticleSampler:
     """Particles with importance weights and resampling (``model.sampler``): ``particles`` generations per target run
     together, their weights multiplied at each step by a potential on the clean estimate's loss, and a target's
@@ -63,6 +69,9 @@ class ParticleSampler:
             before it they run as independent generations (the potentials then start from that step's loss, and
             the final weight is still exp(lam r(final image))). An early step's loss says little about which
             particle ends best (``benchmarks/results/equal-compute-screen.md``).
+        relative: the potentials on each target's loss over its feature's squared norm |f*|^2 (with ``SquaredL2``:
+            the relative squared error), so that one lam weighs features of any scale alike (a softmax's loss is
+            below 2, a pooled feature's in the tens); false: on the loss as it is.
 
     Randomness: each target's resampling draws from its own generator, seeded by the run seed and the target id, so
     a target's generations are the same in any batch, any process and after a resume.
@@ -70,7 +79,7 @@ class ParticleSampler:
 
     def __init__(self, particles: int = 16, lam: float = 1.0, potential: str = "difference",
                  ess_threshold: float = 0.5, final: str = "resample", correct_proposal: bool = False,
-                 start_step: int = 0):
+                 start_step: int = 0, relative: bool = False):
         if particles < 1:
             raise ConfigError("model.sampler.particles", f"{particles} is not a count (>= 1)")
         if not (math.isfinite(lam) and lam >= 0):
@@ -85,7 +94,7 @@ class ParticleSampler:
             raise ConfigError("model.sampler.final", f"{final!r} is not one of {list(FINALS)}")
         self.particles, self.lam, self.potential = particles, lam, potential
         self.ess_threshold, self.final, self.correct_proposal = ess_threshold, final, correct_proposal
-        self.start_step = start_step
+        self.start_step, self.relative = start_step, relative
 
     generates = False  # steers the guided loop (FeatureInversion.generate), does not replace it
 
@@ -111,15 +120,19 @@ class ParticleSampler:
               extractor=None) -> "ParticleState":
         """The state of one batch: ``targets`` groups of ``particles`` rows (target-major), one generator each
         (``features`` [targets, m]: their target features, of ``extractor``)."""
-        return ParticleState(self, targets, seeds, device)
+        return ParticleState(self, targets, seeds, device, features)
 
 
 class ParticleState:
     """The weights of one batch's particles ([targets, particles]) and what they did: the effective sample size after
     each step's reweighting, the steps at which each target was resampled, the potentials of each lineage."""
 
-    def __init__(self, sampler: ParticleSampler, targets: int, seeds: list[int], device):
+    def __init__(self, sampler: ParticleSampler, targets: int, seeds: list[int], device,
+                 features: torch.Tensor | None = None):
         self.sampler, self.shape = sampler, (targets, sampler.particles)
+        self.unit = torch.ones(targets, 1, dtype=torch.float64, device=device)  # what each target's loss is over
+        if sampler.relative:
+            self.unit = features.double().to(device).pow(2).sum(1, keepdim=True).clamp_min(1e-12)
         self.log_weights = torch.zeros(self.shape, dtype=torch.float64, device=device)
         self.accumulated = torch.zeros_like(self.log_weights)  # sum of log potentials along each lineage
         self.previous = torch.zeros_like(self.log_weights)  # r_{i-1} (difference) or max_{j<i} r_j (max)
@@ -150,7 +163,7 @@ class ParticleState:
         """Multiply the weights by the potentials of the particles' losses [targets * particles] at ``step`` (NaN:
         the particle gets weight 0; before the sampler's ``start_step``, only that)."""
         lam, kind = self.sampler.lam, self.sampler.potential
-        r = -loss.double().view(self.shape)
+        r = -loss.double().view(self.shape) / self.unit
         bad = ~torch.isfinite(r)
         new = int((bad & torch.isfinite(self.log_weights)).sum())
         if new:
@@ -175,7 +188,7 @@ class ParticleState:
 
     def finish(self, loss: torch.Tensor) -> None:
         """The final reweighting: each lineage's potentials become exp(lam r(final image))."""
-        r = -loss.double().view(self.shape)
+        r = -loss.double().view(self.shape) / self.unit
         bad = ~torch.isfinite(r)
         self.log_weights += self.sampler.lam * torch.where(bad, torch.zeros_like(r), r) - self.accumulated + self.pending
         self.log_weights = self.log_weights.masked_fill(bad, -math.inf)

@@ -151,8 +151,17 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file
                  str(runs / "left_half" / "data"), "--out", str(tmp_path / "report.html")])
     page = (tmp_path / "report.html").read_text()
     assert page.count('alt="std map of the reference"') == 1 and "the reference" in page
-    # a rerun of the measures alone reuses the generations and the training features
-    assert invariances.main(args[:-2] + ["--features", "unguided", "--train", str(train_file)]) == 0
+    # a rerun of the measures alone reuses the generations and the training features; beside the first run's results
+    # file, the posterior goal's rows give both runs the same ratios and verdicts
+    (tmp_path / "first.md").write_text(text)
+    assert invariances.main(args[:-2] + ["--features", "unguided", "--train", str(train_file),
+                                         "--beside", str(tmp_path / "first.md")]) == 0
+    lines = (out / "invariances.md").read_text().splitlines()
+    goal = [line.split(" | ") for line in lines if line.count("|") == 9 and line.split(" | ")[2] in
+            ("ignored", "encoded", "natural")]
+    assert len(goal) == len(invariances.ROWS) + 2 and all(row[4:6] == [row[6], row[7].rstrip(" |")] for row in goal)
+    verdict = next(line for line in lines if line.startswith("Every row: this run"))
+    assert verdict.split(", beside ")[0].removeprefix("Every row: this run ") == verdict.split(", beside ")[1][:-1]
 
 
 def test_overrides_give_the_guided_runs_a_particle_sampler_and_the_unguided_run_the_prior_alone(tmp_path, train_file):
@@ -183,6 +192,13 @@ def test_bad_overrides_stop_with_one_line(overrides, message):
     import invariances
     with pytest.raises(SystemExit, match=message):
         invariances.parse(["--overrides", overrides])
+
+
+def test_a_beside_file_without_measures_stops_with_one_line(tmp_path):
+    import invariances
+    (tmp_path / "notes.md").write_text("# not a results file\n")
+    with pytest.raises(SystemExit, match=r"--beside .*notes.md has not the measures of a results file"):
+        invariances.beside_lines({}, {}, str(tmp_path / "notes.md"), 0.15)
 
 
 def test_a_missing_training_set_stops_with_one_line(tmp_path):

@@ -38,6 +38,18 @@ def test_resampling_stays_within_each_target():
     assert torch.equal(state.log_weights[:2], torch.zeros(2, 4))
 
 
+def test_relative_weighs_each_targets_loss_over_its_features_squared_norm():
+    features = torch.tensor([[3.0, 4.0], [0.6, 0.8]])  # |f*|^2 25 and 1: a pooled feature and a softmax's scale
+    loss = torch.tensor([0.0, 2.5, 0.0, 0.1])  # the same relative error (0.1) in both targets
+    relative = ParticleSampler(particles=2, lam=10.0, potential="sum", relative=True).start(2, [1, 2], "cpu", features)
+    plain = ParticleSampler(particles=2, lam=10.0, potential="sum").start(2, [1, 2], "cpu", features)
+    for state in (relative, plain):
+        state.reweight(loss)
+        state.finish(loss)
+    assert relative.log_weights.flatten().tolist() == pytest.approx([0.0, -1.0, 0.0, -1.0])  # lam x relative error
+    assert plain.log_weights.flatten().tolist() == pytest.approx([0.0, -25.0, 0.0, -1.0])
+
+
 def test_a_particle_with_a_nan_loss_gets_weight_zero():
     state = ParticleSampler(particles=2, lam=1.0).start(2, [1, 2], "cpu")
     with pytest.warns(UserWarning, match=r"model.sampler: 3 particle\(s\) became NaN or Inf .*: weight 0"):
