@@ -285,24 +285,27 @@ def beside_lines(m: dict, d: dict, path: str, real_p95: float) -> list[str]:
                   f"real images' p95 ({real_p95:.4f}) and the ViT agreeing on >= {GOAL_VIT:.0%}."), "",
              "| feature | factor | role | goal | this run: generations / data | pass | beside | pass |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    met = {"this": [], "beside": []}
+    runs = {"this": (m, d), "beside": (other, other_data)}
+    met = {run: [] for run in runs}
+
+    def row(feature: str, factor: str, role: str, goal: str, judged, spec: str) -> str:
+        """A table row: ``judged(measures, data measures)`` -> (value, pass) for each run, the value as ``spec``."""
+        cells = []
+        for run, (mm, dd) in runs.items():
+            value, ok = judged(mm, dd)
+            met[run].append(ok)
+            cells.append(f"{value:{spec}} | {yes(ok)}")
+        return f"| {LABELS[feature]} | {factor} | {role} | {goal} | {' | '.join(cells)} |"
+
     for feature, factor, role, key, _ in ROWS:
         goal = f"[{low}, {high}]" if role == "ignored" else f"<= {GOAL_ENCODED}"
-        cells = []
-        for run, (mm, dd) in (("this", (m, d)), ("beside", (other, other_data))):
-            ratio, ok = verdict(role, mm[feature][key], dd[feature][key])
-            met[run].append(ok)
-            cells.append(f"{ratio:.3f} | {yes(ok)}")
-        lines.append(f"| {LABELS[feature]} | {factor} | {role} | {goal} | {' | '.join(cells)} |")
+        lines.append(row(feature, factor, role, goal,
+                         lambda mm, dd: verdict(role, mm[feature][key], dd[feature][key]), ".3f"))
     natural = [("vit_agree", f">= {GOAL_VIT}", lambda v: v >= GOAL_VIT, "the ViT agrees"),
                ("prior_score_median", f"<= {real_p95:.4f}", lambda v: v <= real_p95, "prior score median")]
     for key, goal, ok_of, what in natural:
-        cells = []
-        for run, mm in (("this", m), ("beside", other)):
-            ok = ok_of(mm["class_posterior"][key])
-            met[run].append(ok)
-            cells.append(f"{mm['class_posterior'][key]:.4f} | {yes(ok)}")
-        lines.append(f"| {LABELS['class_posterior']} | {what} | natural | {goal} | {' | '.join(cells)} |")
+        lines.append(row("class_posterior", what, "natural", goal,
+                         lambda mm, dd: (mm["class_posterior"][key], ok_of(mm["class_posterior"][key])), ".4f"))
     return lines + ["", f"Every row: this run {yes(all(met['this']))}, beside {yes(all(met['beside']))}."]
 
 
