@@ -117,11 +117,24 @@ def test_class_posterior_is_the_softmax_of_the_classifiers_logits(items, nets):
     assert p.argmax(1).tolist() == [9, 2, 1, 1]  # ankle boot, pullover, trouser, trouser
 
 
-def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file):
+@pytest.fixture(scope="module")
+def four_images(tmp_path_factory):
+    """A folder of the first 4 shipped test images: the targets and the real reference of the prior score's p95."""
+    import shutil
+    folder = tmp_path_factory.mktemp("images")
+    for path in sorted(FMNIST.glob("*.png"))[:4]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_the_benchmark_runs_with_a_particle_sampler_and_writes_its_table_and_figure(tmp_path, train_file, four_images):
+    """End to end, small: the guided runs take a particle sampler by --overrides, the unguided run the prior alone."""
     import invariances
     out = tmp_path / "inv"
+    sampler = {"class_path": "lit_featinv.ParticleSampler", "init_args": {"particles": 4, "lam": 1.0}}
     args = ["--out", str(out), "--targets", "1", "--generations", "2", "--steps", "2", "--recurrence", "1",
-            "--train", str(train_file)]
+            "--neighbours", "4", "--images", str(four_images), "--train", str(train_file),
+            "--overrides", json.dumps({"sampler": sampler, "eta": 1.0})]
     assert invariances.main(args) == 0
     text = (out / "invariances.md").read_text()
     for label in invariances.LABELS.values():
@@ -137,11 +150,20 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file
     natural = [line for line in text.splitlines() if "| prior score median (lower is more typical; the real" in line]
     assert len(natural) == len(invariances.FEATURES) - 1 and "| class posterior |" in natural[-1], natural
     print(header, rows[0], sep="\n")
+    # the particles: the sampler and its overrides in the table, the ESS of each guided run
+    assert 'UNet gradient, sampler = `{"class_path": "lit_featinv.ParticleSampler"' in text and ', eta = `1.0`' in text
+    line = next(line for line in text.splitlines() if line.startswith("Particles (model.sampler)"))
+    assert all(invariances.LABELS[n] in line for n in invariances.FEATURES) and "unguided" not in line, line
+    saved = torch.load(out / "images" / "control.pt")
+    assert saved["particles"] == 4 and len(saved["ess"]) == 1 and 0.25 <= saved["ess"][0] <= 1
+    assert saved["args"]["overrides"]["sampler"] == sampler
+    assert torch.load(out / "images" / "unguided.pt")["ess"] == []  # no sampler: each generation on its own
+    assert "overrides" not in invariances.run_args(invariances.parse([]))  # runs saved before the option still match
     from PIL import Image
     with Image.open(out / "invariances.png") as fig:
         assert fig.width > 6 * 2 * 64 and fig.height >= 64
-    with Image.open(out / "invariances-data.png") as fig:  # per feature: target | 2 generations | 8 neighbours
-        assert fig.width >= 11 * 64 and fig.height >= 5 * 64
+    with Image.open(out / "invariances-data.png") as fig:  # per feature: target | 2 generations | 4 neighbours
+        assert fig.width >= 7 * 64 and fig.height >= 5 * 64
     saved = torch.load(out / "images" / "left_half.pt")
     assert saved["images"].shape == (1, 2, 1, 32, 32)
     assert len(list((out / "data").glob("*.pt"))) == len(invariances.FEATURES)  # the training features, cached
@@ -154,32 +176,13 @@ def test_the_benchmark_runs_and_writes_its_table_and_figure(tmp_path, train_file
     # a rerun of the measures alone reuses the generations and the training features; beside the first run's results
     # file, the posterior goal's rows give both runs the same ratios and verdicts
     (tmp_path / "first.md").write_text(text)
-    assert invariances.main(args[:-2] + ["--features", "unguided", "--train", str(train_file),
-                                         "--beside", str(tmp_path / "first.md")]) == 0
+    assert invariances.main(args + ["--features", "unguided", "--beside", str(tmp_path / "first.md")]) == 0
     lines = (out / "invariances.md").read_text().splitlines()
     goal = [line.split(" | ") for line in lines if line.count("|") == 9 and line.split(" | ")[2] in
             ("ignored", "encoded", "natural")]
     assert len(goal) == len(invariances.ROWS) + 2 and all(row[4:6] == [row[6], row[7].rstrip(" |")] for row in goal)
     verdict = next(line for line in lines if line.startswith("Every row: this run"))
     assert verdict.split(", beside ")[0].removeprefix("Every row: this run ") == verdict.split(", beside ")[1][:-1]
-
-
-def test_overrides_give_the_guided_runs_a_particle_sampler_and_the_unguided_run_the_prior_alone(tmp_path, train_file):
-    import invariances
-    out = tmp_path / "inv"
-    sampler = {"class_path": "lit_featinv.ParticleSampler", "init_args": {"particles": 4, "lam": 1.0}}
-    args = ["--out", str(out), "--targets", "1", "--generations", "2", "--steps", "2", "--recurrence", "1",
-            "--train", str(train_file), "--overrides", json.dumps({"sampler": sampler, "eta": 1.0})]
-    assert invariances.main(args) == 0
-    text = (out / "invariances.md").read_text()
-    assert 'UNet gradient, sampler = `{"class_path": "lit_featinv.ParticleSampler"' in text and ', eta = `1.0`' in text
-    line = next(line for line in text.splitlines() if line.startswith("Particles (model.sampler)"))
-    assert all(invariances.LABELS[n] in line for n in invariances.FEATURES) and "unguided" not in line, line
-    saved = torch.load(out / "images" / "control.pt")
-    assert saved["particles"] == 4 and len(saved["ess"]) == 1 and 0.25 <= saved["ess"][0] <= 1
-    assert saved["args"]["overrides"]["sampler"] == sampler
-    assert torch.load(out / "images" / "unguided.pt")["ess"] == []  # no sampler: each generation on its own
-    assert "overrides" not in invariances.run_args(invariances.parse([]))  # runs saved before the option still match
 
 
 @pytest.mark.parametrize("overrides, message", [
