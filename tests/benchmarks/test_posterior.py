@@ -33,6 +33,32 @@ def test_the_features_have_the_null_spaces_they_claim():
     torch.testing.assert_close(pca @ pca.T, torch.eye(32, dtype=torch.float64))
 
 
+def test_the_held_out_features_have_the_null_spaces_they_claim():
+    found = posterior.feature_matrices(posterior.mixture(), posterior.HELD_OUT)
+    assert {name: int(torch.linalg.matrix_rank(m)) for name, m in found.items()} == {
+        "top_half": 512, "pool4": 64, "random64": 64}
+    image = torch.zeros(32, 32, dtype=torch.float64)
+    image[16:] = 1  # the bottom half only
+    assert (found["top_half"] @ image.flatten()).abs().max() == 0
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64).repeat(16, 16)  # zero mean per 4 x 4 block
+    assert (found["pool4"] @ checker.flatten()).abs().max() < 1e-12
+    torch.testing.assert_close(found["pool4"] @ torch.ones(1024, dtype=torch.float64), torch.ones(64, dtype=torch.float64))
+    random16 = posterior.feature_matrices(posterior.mixture(), ["random16"])["random16"]
+    assert not torch.allclose(found["random64"][:16], random16)  # another draw, not random16's extended
+
+
+def test_the_goal_line_judges_spread_residual_and_half_the_guided_samplers_sw():
+    rows = {"reference": {"residual": 0.1}, "exact x 16": {"null_spread": 1.0, "residual": 0.1, "sw": 0.04},
+            "guided": {"null_spread": 0.97, "residual": 0.19, "sw": 0.096},
+            "wide": {"null_spread": 1.3, "residual": 0.21, "sw": 0.048}}
+    line = posterior.goal_line(rows, 16)
+    assert line.startswith("Goal 1 (null spread within [0.8, 1.25], residual <= the reference's + 0.1 (0.2000), SW "
+                           "<= half of `guided`'s (0.048)): ")
+    assert line.endswith(": guided yes / yes / **no**; wide **no** / **no** / yes.")
+    del rows["guided"]
+    assert posterior.goal_line(rows, 16).endswith("(0.2000)): wide **no** / **no**.")
+
+
 def test_the_measures_of_exact_draws_against_themselves_and_of_a_squeezed_set():
     world = posterior.mixture()
     matrix = posterior.feature_matrices(world, ["random16"])["random16"]
@@ -61,6 +87,8 @@ def test_the_benchmark_runs_and_writes_its_tables_figure_and_run_folders(tmp_pat
     text = (out / "posterior.md").read_text()
     assert "## left_half (A: [512, 1024], null space of dimension 512)" in text
     assert "| exact x 3 | exact |" in text and "| guided | 400 |" in text and "| fast | 8 |" in text
+    goals = [line for line in text.splitlines() if line.startswith("Goal 1 (")]
+    assert len(goals) == 2 and all("; unguided " in g and "; particles " in g and g.count(" / ") == 8 for g in goals)
     particles = next(line for line in text.splitlines() if line.startswith("| particles | 8 |"))  # 4 x 6 / 3
     assert particles.endswith(", 4.0 |") and " of 2, " in particles  # threshold 1: resampled at every step
     saved = json.loads((out / "posterior.json").read_text())
