@@ -78,20 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     t = (targets01 * 2 - 1).flatten(1).double()
     covariance, results = world.total_covariance(), {}
     for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
-        post = world.condition(matrix, t @ matrix.T)
-        gen = torch.Generator().manual_seed(a.seed)  # the reference and exact x G draws of posterior.py
-        reference = posterior.as_saved(post.sample(a.reference, gen))
-        exact = posterior.as_saved(post.sample(a.generations, gen))
-        null, spread = post.null_projector(), float(torch.trace(matrix @ covariance @ matrix.T).sqrt())
+        known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)  # posterior.py's
         gen = torch.Generator().manual_seed(a.seed + 1)
         begun = time.perf_counter()
-        x = null_space_sampler(world, post.basis, post.z.repeat_interleave(a.generations, 0),
+        x = null_space_sampler(world, known.posterior.basis, known.posterior.z.repeat_interleave(a.generations, 0),
                                len(t) * a.generations, a.steps, a.jumps, gen)
         seconds = time.perf_counter() - begun
         x = posterior.as_saved(x).view(len(t), a.generations, -1)
-        rows = {"reference": posterior.measure(reference, reference, t, matrix, null, spread),
-                f"exact x {a.generations}": posterior.measure(exact, reference, t, matrix, null, spread),
-                "null_space": posterior.measure(x, reference, t, matrix, null, spread)}
+        rows = {"reference": known.measure(known.reference), f"exact x {a.generations}": known.measure(known.exact),
+                "null_space": known.measure(x)}
         results[feature] = rows | {"seconds_per_image": seconds / x.shape[0] / x.shape[1]}
         print(f"null_space: {feature} in {seconds:.0f} s", flush=True)
     lines = [f"# Null-space projection in the exact-posterior world ({a.targets} targets x {a.generations} "

@@ -43,6 +43,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -140,6 +141,33 @@ def feature_matrices(world, names: list[str], seed: int = 0) -> dict[str, torch.
 def as_saved(x: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] as a saved PNG holds them: clamped and quantised to 8 bits."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+@dataclass
+class Truth:
+    """One feature's exact posterior for the targets t [N, D]: its reference draws and G other exact draws (both as
+    saved), its null-space projector and the feature's spread under the prior; ``measure`` judges generations."""
+    posterior: object
+    reference: torch.Tensor
+    exact: torch.Tensor
+    null: torch.Tensor
+    spread: float
+    matrix: torch.Tensor
+    t: torch.Tensor
+
+    def measure(self, x: torch.Tensor) -> dict:
+        return measure(x, self.reference, self.t, self.matrix, self.null, self.spread)
+
+
+def truth(world, matrix: torch.Tensor, t: torch.Tensor, references: int, generations: int, seed: int,
+          covariance: torch.Tensor) -> Truth:
+    """The exact posterior of feature ``matrix`` at targets t, drawn with ``seed`` (the same draws for every script)."""
+    posterior = world.condition(matrix, t @ matrix.T)
+    gen = torch.Generator().manual_seed(seed)
+    reference = as_saved(posterior.sample(references, gen))
+    exact = as_saved(posterior.sample(generations, gen))
+    spread = float(torch.trace(matrix @ covariance @ matrix.T).sqrt())
+    return Truth(posterior, reference, exact, posterior.null_projector(), spread, matrix, t)
 
 
 def load_targets(count: int) -> tuple[list[str], torch.Tensor]:
@@ -381,19 +409,15 @@ def main(argv: list[str] | None = None) -> int:
         file = os.path.join(a.out, "features", f"{feature}.safetensors")
         os.makedirs(os.path.dirname(file), exist_ok=True)
         save_file({"matrix": matrix.float().contiguous()}, file)
-        posterior = world.condition(matrix, t @ matrix.T)
-        gen = torch.Generator().manual_seed(a.seed)
-        reference = as_saved(posterior.sample(a.reference, gen))
-        exact = as_saved(posterior.sample(a.generations, gen))
-        null, spread = posterior.null_projector(), float(torch.trace(matrix @ covariance @ matrix.T).sqrt())
-        rows = {"reference": measure(reference, reference, t, matrix, null, spread),
-                f"exact x {a.generations}": measure(exact, reference, t, matrix, null, spread)}
+        known = truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)
+        exact = known.exact
+        rows = {"reference": known.measure(known.reference), f"exact x {a.generations}": known.measure(exact)}
         made = {}
         for name, overrides in chosen.items():
             made[name] = generate(name, overrides, feature, os.path.abspath(file), targets01, a)
-            rows[name] = measure(made[name]["x"], reference, t, matrix, null, spread)
+            rows[name] = known.measure(made[name]["x"])
         results[feature] = rows
-        runs[feature] = {"shape": list(matrix.shape), "null": int(torch.trace(null).round()),
+        runs[feature] = {"shape": list(matrix.shape), "null": int(torch.trace(known.null).round()),
                          "samplers": {n: {k: m[k] for k in ("nfe", "backward", "seconds", "ess") if k in m}
                                       for n, m in made.items()}}
         panels[feature] = [("exact posterior", exact)] + [(n, made[n]["x"]) for n in a.figure_samplers.split(",")

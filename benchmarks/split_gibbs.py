@@ -78,21 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     rhos = torch.logspace(math.log10(a.rho_max), math.log10(a.rho_min), a.sweeps).tolist()
     covariance, results = world.total_covariance(), {}
     for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
-        post = world.condition(matrix, t @ matrix.T)
-        gen = torch.Generator().manual_seed(a.seed)  # the reference and exact x G draws of posterior.py
-        reference = posterior.as_saved(post.sample(a.reference, gen))
-        exact = posterior.as_saved(post.sample(a.generations, gen))
-        null, spread = post.null_projector(), float(torch.trace(matrix @ covariance @ matrix.T).sqrt())
+        known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)  # posterior.py's
+        post = known.posterior
         gen = torch.Generator().manual_seed(a.seed + 1)
         begun = time.perf_counter()
         x, _ = split_gibbs(world, post.basis, post.z.repeat_interleave(a.generations, 0),
                            world.sample(len(t) * a.generations, gen), rhos, a.steps, gen)
         seconds = time.perf_counter() - begun
         x = posterior.as_saved(x).view(len(t), a.generations, -1)
-        results[feature] = {"exact": posterior.measure(exact, reference, t, matrix, null, spread),
-                            "split_gibbs": posterior.measure(x, reference, t, matrix, null, spread),
-                            "reference_residual": posterior.measure(reference, reference, t, matrix, null,
-                                                                    spread)["residual"],
+        results[feature] = {"exact": known.measure(known.exact), "split_gibbs": known.measure(x),
+                            "reference_residual": known.measure(known.reference)["residual"],
                             "seconds_per_image": seconds / x.shape[0] / x.shape[1]}
         print(f"split_gibbs: {feature} in {seconds:.0f} s", flush=True)
     lines = [f"# Split Gibbs in the exact-posterior world ({a.targets} targets x {a.generations} generations)", "",
