@@ -190,15 +190,16 @@ def test_noise_estimate_counts_the_flops_that_generate_runs(family, variant, tmp
     assert meter.flops == pytest.approx((estimated["gflops_step"] + estimated["gflops_last"]) * 1e9, rel=1e-9)
 
 
-def test_gpu_script_modern_measures_every_case_on_tiny_models(tmp_path, tiny_modern_extractors):
+@pytest.mark.parametrize("held", ["bf16", pytest.param("fp32,bf16", marks=pytest.mark.slow)])  # fp32: no cast
+def test_gpu_script_modern_measures_every_case_on_tiny_models(tmp_path, tiny_modern_extractors, held):
     import gpu
     assert gpu.main(["--modern", "--tiny", "--device", "cpu", "--warmup", "0", "--iters", "1", "--resolutions", "64",
-                     "--batches", "2", "--held", "fp32,bf16", "--checkpointing", "off,on,prior", "--out",
+                     "--batches", "2", "--held", held, "--checkpointing", "off,on,prior", "--out",
                      str(tmp_path)], modern_extractors=tiny_modern_extractors) == 0
     rows = [json.loads(line) for line in (tmp_path / "gpu-modern.jsonl").read_text().splitlines()]
-    cases = [(f, h, v, c) for f in GUIDED for h in ("fp32", "bf16")
+    cases = [(f, h, v, c) for f in GUIDED for h in held.split(",")
              for v in ("unet_gradient", "clean_estimate") for c in ("off", "on")]
-    cases += [(f, h, v, c) for f in FEW_STEP for h in ("fp32", "bf16")
+    cases += [(f, h, v, c) for f in FEW_STEP for h in held.split(",")
               for v in ("noise_optimization", "noise_optimization+tiny_decoder") for c in ("off", "on", "prior")]
     assert [(r["family"], r["held"], r["variant"], r["ckpt"]) for r in rows] == cases
     assert all(r["finite"] and r["batch"] == 2 and "error" not in r for r in rows), rows
