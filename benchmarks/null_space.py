@@ -28,33 +28,22 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import posterior  # noqa: E402
-
-
-def levels(steps: int) -> torch.Tensor:
-    """abar from near pure noise to near clean, evenly spaced in log-SNR."""
-    return torch.sigmoid(torch.linspace(math.log(1e-4), math.log(1e4), steps)).double()
-
-
-def project(x0: torch.Tensor, basis: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """x0 [R, D] moved onto the affine set B x = c (rows of coords [R, n])."""
-    return x0 - (x0 @ basis.T - coords) @ basis
+from split_gibbs import ancestral, clean_estimate, levels, project  # noqa: E402
 
 
 def null_space_sampler(world, basis: torch.Tensor, coords: torch.Tensor, rows: int, steps: int, jumps: int,
                        gen: torch.Generator) -> torch.Tensor:
     """Draws [rows, D]: DDNM's projected clean estimate in DDPM ancestral steps, ``jumps`` per level."""
     noise = lambda: torch.randn(rows, world.dim, generator=gen, dtype=torch.float64)  # noqa: E731
-    abar = levels(steps)
+    abar = levels(math.log(1e-4), steps)  # from near pure noise
     x = noise()
     for j, a in enumerate(abar):
         for jump in range(jumps):
-            x0 = project((x - (1 - a).sqrt() * world.noise_prediction(x, a)) / a.sqrt(), basis, coords)
+            x0 = project(clean_estimate(world, x, a), basis, coords)
             if j == steps - 1:
                 return x0
-            prev = abar[j + 1]
-            alpha = a / prev  # the step's alpha; its beta = 1 - alpha (prev is the cleaner level)
-            mean = (prev.sqrt() * (1 - alpha) / (1 - a)) * x0 + (alpha.sqrt() * (1 - prev) / (1 - a)) * x
-            stepped = mean + ((1 - alpha) * (1 - prev) / (1 - a)).sqrt() * noise()
+            stepped = ancestral(x, x0, a, abar[j + 1], noise())
+            alpha = a / abar[j + 1]  # back up to level a (RePaint's jump) but after the last
             x = alpha.sqrt() * stepped + (1 - alpha).sqrt() * noise() if jump < jumps - 1 else stepped
     return x
 
@@ -76,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     world = posterior.mixture()
     _, targets01 = posterior.load_targets(a.targets)
     t = (targets01 * 2 - 1).flatten(1).double()
-    covariance, results = world.total_covariance(), {}
+    covariance, results, rows = world.total_covariance(), {}, {}
     for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
         known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)  # posterior.py's
         gen = torch.Generator().manual_seed(a.seed + 1)
@@ -85,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                                len(t) * a.generations, a.steps, a.jumps, gen)
         seconds = time.perf_counter() - begun
         x = posterior.as_saved(x).view(len(t), a.generations, -1)
-        rows = {"reference": known.measure(known.reference), f"exact x {a.generations}": known.measure(known.exact),
-                "null_space": known.measure(x)}
-        results[feature] = rows | {"seconds_per_image": seconds / x.shape[0] / x.shape[1]}
+        rows[feature] = {"reference": known.measure(known.reference),
+                         f"exact x {a.generations}": known.measure(known.exact), "null_space": known.measure(x)}
+        results[feature] = rows[feature] | {"seconds_per_image": seconds / x.shape[0] / x.shape[1]}
         print(f"null_space: {feature} in {seconds:.0f} s", flush=True)
     lines = [f"# Null-space projection in the exact-posterior world ({a.targets} targets x {a.generations} "
              f"generations)", "",
@@ -96,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
              f"jumps = {a.steps * a.jumps} denoiser evaluations per generation. Measures as benchmarks/posterior.py's; "
              f"goal: benchmarks/posterior.py's Goal 1 without its SW part (this run has no `guided` row: compare the "
              f"SW with posterior.md's).", "",
-             "| feature | sampler | null spread | mean offset | residual (exact draws') | SW | SW / exact's | s / image |",
+             ("| feature | sampler | null spread | mean offset | residual (exact draws') | SW | SW / exact's | "
+              "s / image |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for feature, r in results.items():
         floor = r[f"exact x {a.generations}"]["sw"]
@@ -106,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {feature} | {name} | {m['null_spread']:.3f} ({m['null_spread_min']:.2f}-"
                          f"{m['null_spread_max']:.2f}) | {m['mean_offset']:.3f} | {m['residual']:.4f} "
                          f"({r['reference']['residual']:.4f}) | {m['sw']:.4f} | {m['sw'] / floor:.2f} | {secs} |")
-    lines += [""] + [f"{feature}: {posterior.goal_line({k: v for k, v in r.items() if isinstance(v, dict)}, a.generations)}"
-                     for feature, r in results.items()]
+    lines += [""] + [f"{feature}: {posterior.goal_line(r, a.generations)}" for feature, r in rows.items()]
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "null_space.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -8,7 +8,8 @@ matrix, zero beyond the border, truncated to its singular values >= 1e-2 of the 
 space is the detail the blur removes), ``random16`` (a random 16-d projection, seeded) and ``pca32`` (the mixture's
 first 32 principal coordinates). Held out (named in ``--features``, not run by default; no sampler's settings were
 chosen on them): ``top_half`` (a mask of the top 16 rows), ``pool4`` (4 x 4 average pooling: an 8 x 8 thumbnail) and
-``random64`` (another random projection, 64-d). Targets: the first ``--targets`` test items of ``assets/fmnist-test32``.
+``random64`` (another random projection, 64-d). Targets: the first ``--targets`` test items of
+``assets/fmnist-test32``.
 
 Each sampler generates ``--generations`` images per target (saved as PNGs are: clamped, 8-bit). The reference is
 ``--reference`` exact posterior draws per target, clamped and quantised the same way; ``exact x G`` is a second set of
@@ -161,7 +162,8 @@ class Truth:
 
 def truth(world, matrix: torch.Tensor, t: torch.Tensor, references: int, generations: int, seed: int,
           covariance: torch.Tensor) -> Truth:
-    """The exact posterior of feature ``matrix`` at targets t, drawn with ``seed`` (the same draws for every script)."""
+    """The exact posterior of feature ``matrix`` at targets t, drawn with ``seed`` (the same draws in every
+    script)."""
     posterior = world.condition(matrix, t @ matrix.T)
     gen = torch.Generator().manual_seed(seed)
     reference = as_saved(posterior.sample(references, gen))
@@ -301,9 +303,10 @@ def goal_line(rows: dict, generations: int) -> str:
     for name, m in rows.items():
         if name in ("reference", f"exact x {generations}"):
             continue
-        checks = [SQUEEZE <= m["null_spread"] <= INFLATE, m["residual"] <= ceiling] + ([m["sw"] <= sw] if sw else [])
+        checks = [SQUEEZE <= m["null_spread"] <= INFLATE, m["residual"] <= ceiling]
+        checks += [m["sw"] <= sw] if sw is not None else []
         parts.append(f"{name} {' / '.join(yes(ok) for ok in checks)}")
-    sw_text = f", SW <= half of `guided`'s ({sw:.3f})" if sw else ""
+    sw_text = f", SW <= half of `guided`'s ({sw:.3f})" if sw is not None else ""
     return (f"Goal 1 (null spread within [{SQUEEZE}, {INFLATE}], residual <= the reference's + {GOAL_RESIDUAL} "
             f"({ceiling:.4f}){sw_text}): " + "; ".join(parts) + ".")
 

@@ -30,20 +30,39 @@ sys.path.insert(0, HERE)
 import posterior  # noqa: E402
 
 
+def levels(first_log_snr: float, steps: int) -> torch.Tensor:
+    """``steps`` values of abar evenly spaced in log-SNR, from ``first_log_snr`` up to SNR 1e4 (near clean)."""
+    return torch.sigmoid(torch.linspace(first_log_snr, math.log(1e4), steps)).double()
+
+
+def clean_estimate(world, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """x0 from x at level abar ``a`` by the mixture's exact noise prediction."""
+    return (x - (1 - a).sqrt() * world.noise_prediction(x, a)) / a.sqrt()
+
+
+def ancestral(x: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, prev: torch.Tensor, noise: torch.Tensor):
+    """DDPM's ancestral step from x at level ``a`` to the cleaner level ``prev`` with clean estimate x0."""
+    alpha = a / prev  # the step's alpha_t; its beta = 1 - alpha
+    mean = (prev.sqrt() * (1 - alpha) / (1 - a)) * x0 + (alpha.sqrt() * (1 - prev) / (1 - a)) * x
+    var = (1 - alpha) * (1 - prev) / (1 - a)
+    return mean + var.sqrt() * noise
+
+
+def project(x: torch.Tensor, basis: torch.Tensor, coords: torch.Tensor | float) -> torch.Tensor:
+    """x [R, D] moved onto the affine set B x = c (rows of coords [R, n]; 0: onto the null space)."""
+    return x - (x @ basis.T - coords) @ basis
+
+
 def denoise_from(world, z: torch.Tensor, rho: float, steps: int, gen: torch.Generator) -> torch.Tensor:
     """One draw of x | z = x + rho n per row: DDPM ancestral steps with the mixture's exact noise prediction."""
     start = 1 / (1 + rho ** 2)
-    levels = torch.sigmoid(torch.linspace(math.log(start / (1 - start)), math.log(1e4), steps)).double()
+    abar = levels(math.log(start / (1 - start)), steps)
     x = math.sqrt(start) * z
-    for j, a in enumerate(levels):
-        x0 = (x - (1 - a).sqrt() * world.noise_prediction(x, a)) / a.sqrt()
+    for j, a in enumerate(abar):
+        x0 = clean_estimate(world, x, a)
         if j == steps - 1:
             return x0
-        prev = levels[j + 1]
-        alpha = a / prev  # the step's alpha_t; its beta = 1 - alpha
-        mean = (prev.sqrt() * (1 - alpha) / (1 - a)) * x0 + (alpha.sqrt() * (1 - prev) / (1 - a)) * x
-        var = (1 - alpha) * (1 - prev) / (1 - a)
-        x = mean + var.sqrt() * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        x = ancestral(x, x0, a, abar[j + 1], torch.randn(x.shape, generator=gen, dtype=torch.float64))
     return x
 
 
@@ -52,7 +71,7 @@ def split_gibbs(world, basis: torch.Tensor, coords: torch.Tensor, x: torch.Tenso
     """Sweeps from x [R, D] (coords [R, n], one row per generation): the last (x, z)."""
     for rho in rhos:
         noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)
-        z = x - (x @ basis.T - coords) @ basis + rho * (noise - (noise @ basis.T) @ basis)
+        z = project(x, basis, coords) + rho * project(noise, basis, 0)
         x = denoise_from(world, z, rho, steps, gen)
     return x, z
 
