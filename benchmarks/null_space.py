@@ -15,19 +15,15 @@ Writes OUT/null_space.md (the table in posterior.md's measures, the goal, the co
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import shlex
 import sys
-import time
 
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import posterior  # noqa: E402
+import probe  # noqa: E402
 from split_gibbs import ancestral, clean_estimate, levels, project  # noqa: E402
 
 
@@ -48,63 +44,24 @@ def null_space_sampler(world, basis: torch.Tensor, coords: torch.Tensor, rows: i
     return x
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/null_space")
-    p.add_argument("--targets", type=int, default=16)
-    p.add_argument("--generations", type=int, default=16)
-    p.add_argument("--reference", type=int, default=512)
-    p.add_argument("--features", default=",".join(posterior.FEATURES + posterior.HELD_OUT))
+def arguments(p):
+    """The probe's own arguments, added to parser ``p`` (returned)."""
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--jumps", type=int, default=20, help="ancestral steps per level (RePaint's time travel)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    world = posterior.mixture()
-    _, targets01 = posterior.load_targets(a.targets)
-    t = (targets01 * 2 - 1).flatten(1).double()
-    covariance, results, rows = world.total_covariance(), {}, {}
-    for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
-        known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)  # posterior.py's
-        gen = torch.Generator().manual_seed(a.seed + 1)
-        begun = time.perf_counter()
-        x = null_space_sampler(world, known.posterior.basis, known.posterior.z.repeat_interleave(a.generations, 0),
-                               len(t) * a.generations, a.steps, a.jumps, gen)
-        seconds = time.perf_counter() - begun
-        x = posterior.as_saved(x).view(len(t), a.generations, -1)
-        rows[feature] = {"reference": known.measure(known.reference),
-                         f"exact x {a.generations}": known.measure(known.exact), "null_space": known.measure(x)}
-        results[feature] = rows[feature] | {"seconds_per_image": seconds / x.shape[0] / x.shape[1]}
-        print(f"null_space: {feature} in {seconds:.0f} s", flush=True)
-    lines = [f"# Null-space projection in the exact-posterior world ({a.targets} targets x {a.generations} "
-             f"generations)", "",
-             f"`python benchmarks/null_space.py {shlex.join(argv)}`, {time.strftime('%Y-%m-%d')}, "
-             f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}. {a.steps} levels x {a.jumps} "
-             f"jumps = {a.steps * a.jumps} denoiser evaluations per generation. Measures as benchmarks/posterior.py's; "
-             f"goal: benchmarks/posterior.py's Goal 1 without its SW part (this run has no `guided` row: compare the "
-             f"SW with posterior.md's).", "",
-             ("| feature | sampler | null spread | mean offset | residual (exact draws') | SW | SW / exact's | "
-              "s / image |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for feature, r in results.items():
-        floor = r[f"exact x {a.generations}"]["sw"]
-        for name in (f"exact x {a.generations}", "null_space"):
-            m = r[name]
-            secs = f"{r['seconds_per_image']:.3f}" if name == "null_space" else "–"
-            lines.append(f"| {feature} | {name} | {m['null_spread']:.3f} ({m['null_spread_min']:.2f}-"
-                         f"{m['null_spread_max']:.2f}) | {m['mean_offset']:.3f} | {m['residual']:.4f} "
-                         f"({r['reference']['residual']:.4f}) | {m['sw']:.4f} | {m['sw'] / floor:.2f} | {secs} |")
-    lines += [""] + [f"{feature}: {posterior.goal_line(r, a.generations)}" for feature, r in rows.items()]
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "null_space.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(a.out, "null_space.json"), "w") as f:
-        json.dump({"results": results, "argv": argv}, f, indent=1)
-    print("\n".join(lines), flush=True)
-    return 0
+    return p
 
+
+def sampler(a):
+    """The probe as ``draw(world, basis, coords, rows, gen)`` with the settings of ``a``."""
+    return lambda world, basis, coords, rows, gen: null_space_sampler(world, basis, coords, rows, a.steps, a.jumps,
+                                                                      gen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = arguments(probe.parser(__doc__, "runs/null_space")).parse_args(argv)
+    return probe.run(a, argv, "null_space", sampler(a), "Null-space projection",
+                     f"{a.steps} levels x {a.jumps} jumps = {a.steps * a.jumps} denoiser evaluations per generation.")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -296,7 +296,8 @@ def table(results: dict, runs: dict, a, world_note: str) -> str:
 
 def goal_line(rows: dict, generations: int) -> str:
     """Issue 35's first goal for each sampler of one feature: null spread within [SQUEEZE, INFLATE], residual at most
-    the reference's + :data:`GOAL_RESIDUAL`, SW at most half of ``guided``'s (where ``guided`` ran)."""
+    the reference's + :data:`GOAL_RESIDUAL`, SW at most half of ``guided``'s (where ``guided`` ran; said to be out of
+    reach where exact draws, as many as the generations, do not meet it: the SW of finite sets has that floor)."""
     ceiling = rows["reference"]["residual"] + GOAL_RESIDUAL
     sw = rows["guided"]["sw"] / 2 if "guided" in rows else None
     parts = []
@@ -306,7 +307,11 @@ def goal_line(rows: dict, generations: int) -> str:
         checks = [SQUEEZE <= m["null_spread"] <= INFLATE, m["residual"] <= ceiling]
         checks += [m["sw"] <= sw] if sw is not None else []
         parts.append(f"{name} {' / '.join(yes(ok) for ok in checks)}")
-    sw_text = f", SW <= half of `guided`'s ({sw:.3f})" if sw is not None else ""
+    floor = rows.get(f"exact x {generations}", {}).get("sw")
+    below = sw is not None and floor is not None and sw < floor
+    sw_text = (f", SW <= half of `guided`'s ({sw:.3f}"
+               + (f", below the {floor:.3f} of {generations} exact draws: out of reach of {generations} generations"
+                  if below else "") + ")") if sw is not None else ""
     return (f"Goal 1 (null spread within [{SQUEEZE}, {INFLATE}], residual <= the reference's + {GOAL_RESIDUAL} "
             f"({ceiling:.4f}){sw_text}): " + "; ".join(parts) + ".")
 

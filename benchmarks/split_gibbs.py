@@ -12,22 +12,21 @@ chain's stationary law is the prior tilted by N(B x; c, rho^2): the exact poster
 generation costs sweeps x steps denoiser evaluations (no backward); 40 x 10 = 400, as ``gmm/guided``.
 
 Run: python benchmarks/split_gibbs.py --out runs/split_gibbs [--sweeps 40 --steps 10 --threads 1]
-Writes OUT/split_gibbs.md (the table in posterior.md's measures, the command) and OUT/split_gibbs.json.
+Writes OUT/split_gibbs.md (the table in posterior.md's measures, the Goal 1 lines without SW, the command) and
+OUT/split_gibbs.json (``benchmarks/probe.py``).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import sys
-import time
 
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import posterior  # noqa: E402
+import probe  # noqa: E402
 
 
 def levels(first_log_snr: float, steps: int) -> torch.Tensor:
@@ -77,61 +76,20 @@ def split_gibbs(world, basis: torch.Tensor, coords: torch.Tensor, x: torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/split_gibbs")
-    p.add_argument("--targets", type=int, default=16)
-    p.add_argument("--generations", type=int, default=16)
-    p.add_argument("--reference", type=int, default=512)
-    p.add_argument("--features", default=",".join(posterior.FEATURES))
+    argv = sys.argv[1:] if argv is None else argv
+    p = probe.parser(__doc__, "runs/split_gibbs")
+    p.set_defaults(features=",".join(posterior.FEATURES))
     p.add_argument("--sweeps", type=int, default=40)
     p.add_argument("--steps", type=int, default=10, help="DDPM steps of each prior step")
     p.add_argument("--rho-max", type=float, default=10.0)
     p.add_argument("--rho-min", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(a.threads)
-    world = posterior.mixture()
-    _, targets01 = posterior.load_targets(a.targets)
-    t = (targets01 * 2 - 1).flatten(1).double()
+    a = p.parse_args(argv)
     rhos = torch.logspace(math.log10(a.rho_max), math.log10(a.rho_min), a.sweeps).tolist()
-    covariance, results = world.total_covariance(), {}
-    for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
-        known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)  # posterior.py's
-        post = known.posterior
-        gen = torch.Generator().manual_seed(a.seed + 1)
-        begun = time.perf_counter()
-        x, _ = split_gibbs(world, post.basis, post.z.repeat_interleave(a.generations, 0),
-                           world.sample(len(t) * a.generations, gen), rhos, a.steps, gen)
-        seconds = time.perf_counter() - begun
-        x = posterior.as_saved(x).view(len(t), a.generations, -1)
-        results[feature] = {"exact": known.measure(known.exact), "split_gibbs": known.measure(x),
-                            "reference_residual": known.measure(known.reference)["residual"],
-                            "seconds_per_image": seconds / x.shape[0] / x.shape[1]}
-        print(f"split_gibbs: {feature} in {seconds:.0f} s", flush=True)
-    lines = [f"# Split Gibbs in the exact-posterior world ({a.targets} targets x {a.generations} generations)", "",
-             f"`python benchmarks/split_gibbs.py {' '.join(sys.argv[1:] if argv is None else argv)}`, "
-             f"{time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}. "
-             f"{a.sweeps} sweeps x {a.steps} DDPM steps = {a.sweeps * a.steps} denoiser evaluations per generation, "
-             f"rho {a.rho_max:g} -> {a.rho_min:g}. Measures as benchmarks/posterior.py's.", "",
-             "| feature | sampler | null spread | mean offset | residual (exact draws') | SW | SW / exact's | s / image |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for feature, r in results.items():
-        for name in ("exact", "split_gibbs"):
-            m = r[name]
-            lines.append(f"| {feature} | {name if name != 'exact' else f'exact x {a.generations}'} | "
-                         f"{m['null_spread']:.3f} ({m['null_spread_min']:.2f}-{m['null_spread_max']:.2f}) | "
-                         f"{m['mean_offset']:.3f} | {m['residual']:.4f} ({r['reference_residual']:.4f}) | "
-                         f"{m['sw']:.4f} | {m['sw'] / r['exact']['sw']:.2f} | "
-                         f"{r['seconds_per_image'] if name != 'exact' else float('nan'):.3f} |")
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "split_gibbs.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(a.out, "split_gibbs.json"), "w") as f:
-        json.dump({"results": results, "argv": sys.argv[1:] if argv is None else argv}, f, indent=1)
-    print("\n".join(lines), flush=True)
-    return 0
-
+    return probe.run(a, argv, "split_gibbs",  # every generation starts from a prior draw
+                     lambda world, basis, coords, rows, gen: split_gibbs(world, basis, coords, world.sample(rows, gen),
+                                                                         rhos, a.steps, gen)[0],
+                     "Split Gibbs", f"{a.sweeps} sweeps x {a.steps} DDPM steps = {a.sweeps * a.steps} denoiser "
+                     f"evaluations per generation, rho {a.rho_max:g} -> {a.rho_min:g}.")
 
 if __name__ == "__main__":
     sys.exit(main())

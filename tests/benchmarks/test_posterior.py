@@ -55,6 +55,9 @@ def test_the_goal_line_judges_spread_residual_and_half_the_guided_samplers_sw():
     assert line.startswith("Goal 1 (null spread within [0.8, 1.25], residual <= the reference's + 0.1 (0.2000), SW "
                            "<= half of `guided`'s (0.048)): ")
     assert line.endswith(": guided yes / yes / **no**; wide **no** / **no** / yes.")
+    rows["exact x 16"]["sw"] = 0.05  # half of guided's is below what 16 exact draws get
+    assert "SW <= half of `guided`'s (0.048, below the 0.050 of 16 exact draws: out of reach of 16 generations)):" \
+        in posterior.goal_line(rows, 16)
     del rows["guided"]
     assert posterior.goal_line(rows, 16).endswith("(0.2000)): wide **no** / **no**.")
 
