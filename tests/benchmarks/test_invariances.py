@@ -127,6 +127,7 @@ def four_images(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # 77 s of the suite on a slow day: pytest -m slow
 def test_the_benchmark_runs_with_a_particle_sampler_and_writes_its_table_and_figure(tmp_path, train_file, four_images):
     """End to end, small: the guided runs take a particle sampler by --overrides, the unguided run the prior alone."""
     import invariances

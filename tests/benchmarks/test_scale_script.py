@@ -109,6 +109,7 @@ def test_scale_script_estimates_every_case_on_tiny_models(tmp_path, tiny_modern_
     assert rows[4, "off"]["created_fp32"] > rows[1, "off"]["created_fp32"]
 
 
+@pytest.mark.slow  # 89 s of the suite on a slow day: pytest -m slow
 def test_scale_script_estimates_noise_optimisation_of_the_few_step_presets(tmp_path, tiny_modern_extractors):
     """SDXL-Turbo, SD 3.5 Large Turbo and FLUX.1-schnell with their presets' NoiseOptimization: each preset at its
     resolution, batch 1 and 4, checkpointing as the presets (prior + sampler), a row per case and one per preset with
