@@ -69,17 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(generations=64, reference=4096, features="left_half,top_half,blur,pool4")
     p.add_argument("--guided-run", default=None, help="a benchmarks/posterior.py --out folder with guided's generations")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    world = posterior.mixture()
-    _, targets01 = posterior.load_targets(a.targets)
-    t = (targets01 * 2 - 1).flatten(1).double()
-    covariance, results = world.total_covariance(), {}
-    rows = len(t) * a.generations
+    results = {}
     probes = {module.__name__: module.sampler(module.arguments(argparse.ArgumentParser()).parse_args([]))
               for module in (null_space, langevin)}  # each at its script's defaults
-    for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
-        known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)
-        post, coords = known.posterior, known.posterior.z.repeat_interleave(a.generations, 0)
+    for world, feature, known in probe.truths(a):
         made = {f"exact x {a.generations}": known.exact}
         if a.guided_run:
             saved = torch.load(os.path.join(a.guided_run, "generations", f"{feature}-guided.pt"))
@@ -87,14 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"components: {a.guided_run} has {saved['settings']['targets']} targets x "
                                  f"{saved['settings']['generations']} generations, not {a.targets} x {a.generations}")
             made["guided"] = saved["x"]
-        for name, draw in probes.items():  # with probe.run's seed
-            made[name] = draw(world, post.basis, coords, rows, torch.Generator().manual_seed(a.seed + 1))
+        made |= {name: probe.drawn(world, known, a, draw) for name, draw in probes.items()}
         k_reference, k_exact = components(world, known.reference), components(world, known.exact)
-        results[feature] = {"posterior_top_weight": float(post.weights.max(1).values.mean()),
-                            "reference_top_share": judge(world, known.reference, known, k_reference,
-                                                         k_exact)["top_share"]}
+        top = shares(k_reference, len(world.weights)).argmax(1)
+        results[feature] = {"posterior_top_weight": float(known.posterior.weights.max(1).values.mean()),
+                            "reference_top_share": float((k_reference == top[:, None]).double().mean())}
         for name, x in made.items():
-            x = posterior.as_saved(x).view(len(t), a.generations, -1)
+            x = posterior.as_saved(x).view(known.t.shape[0], a.generations, -1)
             results[feature][name] = judge(world, x, known, k_reference, k_exact)
         print(f"components: {feature} done", flush=True)
     lines = [f"# Which mixture component the generations fall in ({a.targets} targets x {a.generations} generations, "

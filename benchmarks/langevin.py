@@ -79,5 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                      f"per generation, sigma {a.sigma_max:g} -> {a.sigma_min:g}, eta = {a.delta:g} (sigma^2 + "
                      f"{a.floor:g}^2).")
 
+
 if __name__ == "__main__":
     sys.exit(main())

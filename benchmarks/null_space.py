@@ -63,5 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     return probe.run(a, argv, "null_space", sampler(a), "Null-space projection",
                      f"{a.steps} levels x {a.jumps} jumps = {a.steps * a.jumps} denoiser evaluations per generation.")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -44,22 +44,35 @@ def write(out: str, name: str, lines: list[str], payload: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run(a, argv: list[str], name: str, draw, title: str, settings: str) -> int:
-    """Draws ``a.generations`` per target with ``draw`` on each feature and writes OUT/NAME.md and OUT/NAME.json."""
+def truths(a):
+    """Per feature of ``a.features``: (world, feature, its :class:`posterior.Truth`) for ``a``'s targets, reference
+    and generations, as every script of the exact-posterior world draws them."""
     torch.set_num_threads(a.threads)
     world = posterior.mixture()
     _, targets01 = posterior.load_targets(a.targets)
     t = (targets01 * 2 - 1).flatten(1).double()
-    covariance, results, rows = world.total_covariance(), {}, {}
-    exact = f"exact x {a.generations}"
+    covariance = world.total_covariance()
     for feature, matrix in posterior.feature_matrices(world, a.features.split(","), a.seed).items():
-        known = posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)
-        gen = torch.Generator().manual_seed(a.seed + 1)
+        yield world, feature, posterior.truth(world, matrix, t, a.reference, a.generations, a.seed, covariance)
+
+
+def drawn(world, known, a, draw) -> torch.Tensor:
+    """A probe's ``a.generations`` draws per target on the feature's affine set, as saved [N, G, D]; seeded
+    ``a.seed + 1``."""
+    post, count = known.posterior, len(known.t)
+    x = draw(world, post.basis, post.z.repeat_interleave(a.generations, 0), count * a.generations,
+             torch.Generator().manual_seed(a.seed + 1))
+    return posterior.as_saved(x).view(count, a.generations, -1)
+
+
+def run(a, argv: list[str], name: str, draw, title: str, settings: str) -> int:
+    """Draws ``a.generations`` per target with ``draw`` on each feature and writes OUT/NAME.md and OUT/NAME.json."""
+    results, rows = {}, {}
+    exact = f"exact x {a.generations}"
+    for world, feature, known in truths(a):
         begun = time.perf_counter()
-        x = draw(world, known.posterior.basis, known.posterior.z.repeat_interleave(a.generations, 0),
-                 len(t) * a.generations, gen)
+        x = drawn(world, known, a, draw)
         seconds = time.perf_counter() - begun
-        x = posterior.as_saved(x).view(len(t), a.generations, -1)
         rows[feature] = {"reference": known.measure(known.reference), exact: known.measure(known.exact),
                          name: known.measure(x)}
         results[feature] = rows[feature] | {"seconds_per_image": seconds / x.shape[0] / x.shape[1]}

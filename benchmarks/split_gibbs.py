@@ -91,5 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                      "Split Gibbs", f"{a.sweeps} sweeps x {a.steps} DDPM steps = {a.sweeps * a.steps} denoiser "
                      f"evaluations per generation, rho {a.rho_max:g} -> {a.rho_min:g}.")
 
+
 if __name__ == "__main__":
     sys.exit(main())
