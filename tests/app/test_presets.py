@@ -108,7 +108,11 @@ def expected_nfe(model: dict) -> int:
     return per_particle * particles["particles"] // model["samples_per_target"] if particles else per_particle
 
 
-@pytest.mark.parametrize("name", PRESETS)
+SLOW_PRESETS = ("paper/clip_rn50", "paper/resnet50", "paper/vit_h14", "fmnist/paper_settings")  # 1000 steps x K:
+# 55-90 s each on 2 cores; .ci/run runs them in its slow step (pytest -m slow)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PRESETS else n for n in PRESETS])
 def test_preset_runs_end_to_end_on_tiny_models(name, tiny_sources, tmp_path, monkeypatch, request):
     preset = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     write_images(tmp_path / "targets", count=1, size=40, mode="RGB")

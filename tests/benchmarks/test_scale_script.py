@@ -191,7 +191,8 @@ def test_noise_estimate_counts_the_flops_that_generate_runs(family, variant, tmp
     assert meter.flops == pytest.approx((estimated["gflops_step"] + estimated["gflops_last"]) * 1e9, rel=1e-9)
 
 
-@pytest.mark.parametrize("held", ["bf16", pytest.param("fp32,bf16", marks=pytest.mark.slow)])  # fp32: no cast
+@pytest.mark.slow  # 90 s of the suite (bf16) on a slow day; .ci/run runs it in its slow step
+@pytest.mark.parametrize("held", ["bf16", "fp32,bf16"])  # fp32: no cast
 def test_gpu_script_modern_measures_every_case_on_tiny_models(tmp_path, tiny_modern_extractors, held):
     import gpu
     assert gpu.main(["--modern", "--tiny", "--device", "cpu", "--warmup", "0", "--iters", "1", "--resolutions", "64",
