@@ -103,18 +103,15 @@ def posterior_path_langevin(post, rows, sigmas, per_level, delta, floor, gen, ge
     posterior with its null-space coordinates noised by sigma, which keeps every component's posterior weight at every
     level (the restricted prior noises the measured coordinates too). x [rows, D], on the affine set."""
     null, mixtures = posterior_null_mixture(post)
-    u = sigmas[0] * torch.randn(rows, len(null), generator=gen, dtype=torch.float64)  # as the other: x_p + sigma P n
+    levels = {}  # sigma -> each target's mixture noised to it, built once per level
 
     def score(u, sigma):
-        parts = u.view(len(mixtures), generations, -1)
-        return torch.cat([type(m)(m.weights, m.means, m.factors, (m.noise_std ** 2 + sigma ** 2).sqrt()).score(p)
-                          for m, p in zip(mixtures, parts)])
-    for sigma in sigmas:
-        eta = delta * (sigma ** 2 + floor ** 2)
-        for _ in range(per_level):
-            u = u + eta * score(u, sigma) + math.sqrt(2 * eta) * torch.randn(u.shape, generator=gen,
-                                                                              dtype=torch.float64)
-    u = u + sigmas[-1] ** 2 * score(u, sigmas[-1])
+        if sigma not in levels:
+            levels[sigma] = [type(m)(m.weights, m.means, m.factors, (m.noise_std ** 2 + sigma ** 2).sqrt())
+                             for m in mixtures]
+        return torch.cat([m.score(part) for m, part in zip(levels[sigma], u.view(len(mixtures), generations, -1))])
+    noise = lambda: torch.randn(rows, len(null), generator=gen, dtype=torch.float64)  # noqa: E731
+    u = langevin.anneal(sigmas[0] * noise(), score, noise, sigmas, per_level, delta, floor)  # from x_p + sigma P n
     return post.z.repeat_interleave(generations, 0) @ post.basis + u @ null
 
 
@@ -187,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 "langevin + exact weights": probe.drawn(world, known, a, weighted),
                 "langevin on the posterior's path": probe.drawn(world, known, a, on_posterior_path(known.posterior))}
         if a.guided_run:
-            saved = torch.load(os.path.join(a.guided_run, "generations", f"{feature}-guided.pt"))
-            if saved["settings"]["generations"] != a.generations or saved["settings"]["targets"] != a.targets:
-                raise SystemExit(f"annealing_path: {a.guided_run} is not {a.targets} targets x {a.generations}")
-            made["guided"] = posterior.as_saved(saved["x"]).view(len(top), a.generations, -1)
+            made["guided"] = probe.guided(a.guided_run, feature, a, "annealing_path")
         made[f"exact x {a.generations}"] = known.exact
         hot = torch.randn(known.exact.shape, generator=torch.Generator().manual_seed(a.seed + 2), dtype=torch.float64)
         made[f"exact x {a.generations} + {a.hotter:g} null noise"] = posterior.as_saved(

@@ -75,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for world, feature, known in probe.truths(a):
         made = {f"exact x {a.generations}": known.exact}
         if a.guided_run:
-            saved = torch.load(os.path.join(a.guided_run, "generations", f"{feature}-guided.pt"))
-            if saved["settings"]["generations"] != a.generations or saved["settings"]["targets"] != a.targets:
-                raise SystemExit(f"components: {a.guided_run} has {saved['settings']['targets']} targets x "
-                                 f"{saved['settings']['generations']} generations, not {a.targets} x {a.generations}")
-            made["guided"] = saved["x"]
+            made["guided"] = probe.guided(a.guided_run, feature, a, "components")
         made |= {name: probe.drawn(world, known, a, draw) for name, draw in probes.items()}
         k_reference, k_exact = components(world, known.reference), components(world, known.exact)
         top = shares(k_reference, len(world.weights)).argmax(1)

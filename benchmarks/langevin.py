@@ -41,19 +41,27 @@ def score(world, x: torch.Tensor, sigma: float) -> torch.Tensor:
     return -world.noise_prediction(abar.sqrt() * x, abar) / sigma
 
 
-def annealed_langevin(world, basis: torch.Tensor, coords: torch.Tensor, rows: int, sigmas: list[float],
-                      per_level: int, delta: float, floor: float, gen: torch.Generator,
-                      after_level=None) -> torch.Tensor:
-    """Draws [rows, D] on the affine set basis x = coords (coords [rows, n]); ``after_level(i, x) -> x``, if given,
-    acts on the chains after the steps of level i (e.g. weights and resampling)."""
-    noise = lambda: project(torch.randn(rows, world.dim, generator=gen, dtype=torch.float64), basis, 0)  # noqa: E731
-    x = coords @ basis + sigmas[0] * noise()
+def anneal(x: torch.Tensor, score, noise, sigmas: list[float], per_level: int, delta: float, floor: float,
+           after_level=None) -> torch.Tensor:
+    """The annealed Langevin loop from x: ``per_level`` steps x <- x + eta score(x, sigma) + sqrt(2 eta) noise() at
+    each sigma, eta = delta (sigma^2 + floor^2); ``after_level(i, x) -> x``, if given, acts on the chains after the
+    steps of level i (e.g. weights and resampling); last, Tweedie's denoising at the smallest sigma."""
     for i, sigma in enumerate(sigmas):
         eta = delta * (sigma ** 2 + floor ** 2)
         for _ in range(per_level):
-            x = x + eta * project(score(world, x, sigma), basis, 0) + math.sqrt(2 * eta) * noise()
+            x = x + eta * score(x, sigma) + math.sqrt(2 * eta) * noise()
         x = after_level(i, x) if after_level else x
-    return x + sigmas[-1] ** 2 * project(score(world, x, sigmas[-1]), basis, 0)  # Tweedie, on the set
+    return x + sigmas[-1] ** 2 * score(x, sigmas[-1])
+
+
+def annealed_langevin(world, basis: torch.Tensor, coords: torch.Tensor, rows: int, sigmas: list[float],
+                      per_level: int, delta: float, floor: float, gen: torch.Generator,
+                      after_level=None) -> torch.Tensor:
+    """Draws [rows, D] on the affine set basis x = coords (coords [rows, n]): :func:`anneal` with the prior's score
+    and noise kept on the set."""
+    noise = lambda: project(torch.randn(rows, world.dim, generator=gen, dtype=torch.float64), basis, 0)  # noqa: E731
+    return anneal(coords @ basis + sigmas[0] * noise(), lambda x, sigma: project(score(world, x, sigma), basis, 0),
+                  noise, sigmas, per_level, delta, floor, after_level)
 
 
 def arguments(p):

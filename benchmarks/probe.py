@@ -65,6 +65,16 @@ def drawn(world, known, a, draw) -> torch.Tensor:
     return posterior.as_saved(x).view(count, a.generations, -1)
 
 
+def guided(run_folder: str, feature: str, a, script: str) -> torch.Tensor:
+    """``gmm/guided``'s generations of ``feature`` from a ``benchmarks/posterior.py --out`` folder, as saved [N, G, D];
+    stops (naming ``script``) if that run had other targets or generations than ``a``."""
+    saved = torch.load(os.path.join(run_folder, "generations", f"{feature}-guided.pt"))
+    if saved["settings"]["generations"] != a.generations or saved["settings"]["targets"] != a.targets:
+        raise SystemExit(f"{script}: {run_folder} has {saved['settings']['targets']} targets x "
+                         f"{saved['settings']['generations']} generations, not {a.targets} x {a.generations}")
+    return posterior.as_saved(saved["x"]).view(a.targets, a.generations, -1)
+
+
 def run(a, argv: list[str], name: str, draw, title: str, settings: str) -> int:
     """Draws ``a.generations`` per target with ``draw`` on each feature and writes OUT/NAME.md and OUT/NAME.json."""
     results, rows = {}, {}
