@@ -65,8 +65,7 @@ def test_kill_9_then_rerun_resumes_to_the_same_files(setup, uninterrupted):
     assert not (out / ".lock").exists()
 
 
-@pytest.mark.parametrize("signum, devices", [(signal.SIGTERM, 1), (signal.SIGINT, 1),
-                                             pytest.param(signal.SIGTERM, 2, marks=pytest.mark.slow)])  # 65 s
+@pytest.mark.parametrize("signum, devices", [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)])
 def test_stop_signal_ends_cleanly_and_a_rerun_resumes(setup, uninterrupted, signum, devices):
     """The signal goes to the command's process (with 2 devices: rank 0, which passes it on to rank 1)."""
     out = setup / f"stopped_{signum}_{devices}"
