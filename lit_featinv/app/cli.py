@@ -194,8 +194,10 @@ def explained(job, args):
 def settle(cli: FeatInvCLI | None, timeout: float = 10.0) -> None:
     """After a stop, wait for the processes that this one's launcher started (DDP ranks; they had the signal too) and
     kill those still running then (one waiting in a collective for this one), so that the stop's line comes last."""
-    launcher = getattr(getattr(getattr(cli, "trainer", None), "strategy", None), "launcher", None)
-    for proc in getattr(launcher, "procs", None) or []:
+    trainer = getattr(cli, "trainer", None)
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    writer = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, InversionWriter)), None)
+    for proc in getattr(launcher, "procs", None) or getattr(writer, "children", []):  # the writer took them on a stop
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

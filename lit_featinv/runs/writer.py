@@ -2,6 +2,7 @@
 folder that a rerun of the same config resumes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -65,8 +66,20 @@ class InversionWriter(BasePredictionWriter):
         """Stop signals wait for the guided loop's next iteration while it runs (rank 0 passes them on to the
         processes its launcher started); the CLI has taken them over already, a Python caller's Trainer has not."""
         launcher = trainer.strategy.launcher
+        self.launcher = launcher if trainer.is_global_zero and getattr(launcher, "procs", None) else None
+        self.children = list(self.launcher.procs) if self.launcher else []
         self.owns_signals = STOP.install()
-        STOP.defer(True, forward=launcher.kill if launcher is not None and trainer.is_global_zero else None)
+        STOP.defer(True, forward=self.pass_on if self.children else None)
+
+    def pass_on(self, signum: int) -> None:
+        """Rank 0 passes a stop on to the processes its launcher started, once they are off the list that
+        Lightning's child-process observer watches: the observer SIGKILLs this process as soon as one of them ends
+        non-zero (each ends with 128 + signal after a stop), before this one has ended the run and said so; the CLI
+        waits for them instead (``settle``)."""
+        self.launcher.procs.clear()
+        for proc in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.release_signals()

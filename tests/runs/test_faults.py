@@ -4,6 +4,9 @@ nothing redone that was finished, exit codes as docs/clusters.md says)."""
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -208,3 +211,29 @@ def test_one_switch_turns_every_bar_off_and_bars_go_to_stderr(run, capfd, bars):
     out, err = capfd.readouterr()
     assert [line.split(":")[0] for line in out.splitlines()] == ["lit_featinv"] * 2  # stdout: the summary alone
     assert ("guided steps" in err) == bars and ("Predicting" in err) == bars
+
+
+def test_a_stop_passed_on_to_ddp_ranks_is_not_killed_by_lightnings_process_observer(tmp_path):
+    """Rank 0 passes a stop on to the ranks its launcher started; each ends with 128 + signal at once, while rank 0
+    still finishes its guided iteration. Lightning's observer SIGKILLs rank 0 when it sees a rank end non-zero (it
+    polls every 5 s; here every 0.05 s, and rank 0 takes 1 s), unless the ranks were taken off its list first."""
+    script = tmp_path / "rank0.py"
+    script.write_text(textwrap.dedent("""
+        import os, subprocess, sys, time
+        from types import SimpleNamespace
+        from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+        from lit_featinv.runs.writer import InversionWriter
+        rank1 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        launcher = SimpleNamespace(procs=[rank1])
+        _ChildProcessObserver(main_pid=os.getpid(), child_processes=launcher.procs, sleep_period=0.05).start()
+        writer = InversionWriter()
+        writer.on_predict_start(SimpleNamespace(strategy=SimpleNamespace(launcher=launcher), is_global_zero=True),
+                                None)
+        writer.pass_on(15)
+        time.sleep(1.0)  # rank 0 ends its iteration
+        rank1.wait()
+        writer.release_signals()
+        sys.exit(100 + (rank1.returncode == -15))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 101, proc.stderr[-2000:]
